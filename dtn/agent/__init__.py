@@ -1,0 +1,1 @@
+"""dtn.agent (see docs/architecture.md)."""

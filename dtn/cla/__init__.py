@@ -1,0 +1,1 @@
+"""dtn.cla (see docs/architecture.md)."""

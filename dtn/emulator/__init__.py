@@ -1,0 +1,1 @@
+"""dtn.emulator (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""dtn.fec (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""dtn.node (see docs/architecture.md)."""

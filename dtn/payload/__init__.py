@@ -1,0 +1,1 @@
+"""dtn.payload (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""dtn.security (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""dtn.store (see docs/architecture.md)."""
