@@ -1,0 +1,163 @@
+"""Endpoint IDs (RFC 9171 4.2.5): `dtn:none`, `dtn://node/demux`, `ipn:node.service`."""
+
+from __future__ import annotations
+
+from . import cbor
+from .errors import BundleError
+
+DTN_SCHEME = 1
+IPN_SCHEME = 2
+_UINT64_MAX = (1 << 64) - 1
+_MAX_EID_TEXT = 1024  # bytes; a node name longer than this is an attack, not a name
+
+
+class EID:
+    """An endpoint ID. Immutable; equal when scheme and scheme-specific part are equal.
+
+    `ssp` is 0 for dtn:none, the text after `dtn:` for other dtn EIDs, and (node, service) for ipn.
+    """
+
+    __slots__ = ("scheme", "ssp", "_text", "_cbor")
+
+    def __init__(self, scheme: int, ssp: int | str | tuple[int, int]) -> None:
+        self.scheme = scheme
+        self.ssp = ssp
+        if scheme == DTN_SCHEME:
+            if ssp == 0:
+                self._text = "dtn:none"
+                self._cbor = b"\x82\x01\x00"
+            else:
+                _check_dtn_ssp(ssp)
+                self._text = "dtn:" + ssp
+                self._cbor = b"\x82\x01" + cbor.text_string(ssp)
+        elif scheme == IPN_SCHEME:
+            node, service = ssp
+            if not (0 <= node <= _UINT64_MAX and 0 <= service <= _UINT64_MAX):
+                raise BundleError(f"ipn EID numbers out of range: {node}.{service}")
+            self._text = f"ipn:{node}.{service}"
+            self._cbor = b"\x82\x02\x82" + cbor.uint(node) + cbor.uint(service)
+        else:
+            raise BundleError(f"unsupported EID scheme code {scheme}")
+
+    @classmethod
+    def parse(cls, text: str) -> EID:
+        """An EID from its URI text; BundleError when it is not a valid dtn or ipn EID."""
+        if not isinstance(text, str) or len(text) > _MAX_EID_TEXT:
+            raise BundleError(f"not an EID: {text!r:.80}")
+        if text == "dtn:none":
+            return NULL_EID
+        if text.startswith("dtn:"):
+            return cls(DTN_SCHEME, text[4:])
+        if text.startswith("ipn:"):
+            node, dot, service = text[4:].partition(".")
+            if not (dot and node.isdigit() and service.isdigit() and node.isascii()
+                    and service.isascii()):
+                raise BundleError(f"ipn EID must be ipn:<node>.<service>, got {text!r:.80}")
+            return cls(IPN_SCHEME, (int(node), int(service)))
+        raise BundleError(f"EID must start with dtn: or ipn:, got {text!r:.80}")
+
+    @classmethod
+    def ipn(cls, node: int, service: int) -> EID:
+        return cls(IPN_SCHEME, (node, service))
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR encoding ([scheme, ssp])."""
+        return self._cbor
+
+    @property
+    def is_null(self) -> bool:
+        return self.scheme == DTN_SCHEME and self.ssp == 0
+
+    @property
+    def is_singleton(self) -> bool:
+        """Whether the endpoint has at most one node (RFC 9171 4.2.5.1.1: dtn demux '~' is not)."""
+        if self.scheme == DTN_SCHEME and self.ssp != 0:
+            return not self.ssp[2:].partition("/")[2].startswith("~")
+        return True
+
+    @property
+    def node_id(self) -> EID:
+        """The node ID of the node that hosts this endpoint: ipn:N.0 or dtn://node/."""
+        if self.scheme == IPN_SCHEME:
+            return EID(IPN_SCHEME, (self.ssp[0], 0))
+        if self.ssp == 0:
+            return self
+        return EID(DTN_SCHEME, "//" + self.ssp[2:].partition("/")[0] + "/")
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"EID({self._text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EID) and self._cbor == other._cbor
+
+    def __hash__(self) -> int:
+        return hash(self._cbor)
+
+
+def _check_dtn_ssp(ssp: object) -> None:
+    # dtn-hier-part = "//" node-name "/" demux; node-name = 1*VCHAR; demux = *VCHAR
+    if not isinstance(ssp, str) or not ssp.startswith("//"):
+        raise BundleError(f"dtn EID must be dtn://<node>/<demux>, got dtn:{ssp!r:.80}")
+    node, slash, demux = ssp[2:].partition("/")
+    if not node or not slash:
+        raise BundleError(f"dtn EID needs a node name and a '/' after it: dtn:{ssp!r:.80}")
+    if len(ssp) > _MAX_EID_TEXT or not all("\x21" <= ch <= "\x7e" for ch in ssp):
+        raise BundleError(f"dtn EID holds characters outside VCHAR: dtn:{ssp!r:.80}")
+
+
+NULL_EID = EID(DTN_SCHEME, 0)
+
+_decoded: dict[bytes, EID] = {}  # EIDs recur in every bundle; parse each encoding once
+_DECODED_CACHE_MAX = 4096
+
+
+def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
+    """An EID encoded at `pos`: (EID, position after it)."""
+    count, item = cbor.read_array(data, pos, what)
+    if count not in (2, cbor.INDEFINITE):
+        raise BundleError(f"{what} must be a 2-item array, found {count} items at byte {pos}")
+    scheme, item = cbor.read_uint(data, item, f"{what} scheme code")
+    if scheme == DTN_SCHEME:
+        major = data[item] >> 5
+        if major == cbor.UINT:
+            value, end = cbor.read_uint(data, item, f"{what} dtn SSP")
+            if value != 0:
+                raise BundleError(f"{what}: dtn SSP integer must be 0 (dtn:none), got {value}")
+            eid = NULL_EID
+        else:
+            text, end = cbor.read_text(data, item, f"{what} dtn SSP")
+            eid = None
+    elif scheme == IPN_SCHEME:
+        inner, end = cbor.read_array(data, item, f"{what} ipn SSP")
+        if inner not in (2, cbor.INDEFINITE):
+            raise BundleError(f"{what}: ipn SSP must be a 2-item array, found {inner} items")
+        node, end = cbor.read_uint(data, end, f"{what} ipn node number")
+        service, end = cbor.read_uint(data, end, f"{what} ipn service number")
+        end = _close(data, inner, end, f"{what} ipn SSP")
+        eid = None
+    elif scheme == 0:
+        raise BundleError(f"{what}: EID scheme code 0 is reserved (RFC 9171 9.6)")
+    else:
+        raise BundleError(f"{what}: unsupported EID scheme code {scheme}")
+    end = _close(data, count, end, what)
+    if eid is None:
+        raw = bytes(data[pos:end])
+        eid = _decoded.get(raw)
+        if eid is None:
+            eid = EID(DTN_SCHEME, text) if scheme == DTN_SCHEME else EID(IPN_SCHEME,
+                                                                         (node, service))
+            if len(_decoded) >= _DECODED_CACHE_MAX:
+                _decoded.clear()
+            _decoded[raw] = eid
+    return eid, end
+
+
+def _close(data: bytes, count: int, pos: int, what: str) -> int:
+    if count == cbor.INDEFINITE:
+        if data[pos] != cbor.BREAK:
+            raise BundleError(f"{what}: too many items in indefinite-length array")
+        return pos + 1
+    return pos
