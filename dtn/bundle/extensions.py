@@ -74,10 +74,10 @@ def decode_hop_count(data: bytes) -> HopCount:
 
 
 def security_targets(data: bytes) -> list[int]:
-    """The security target block numbers of a BPSec block's data (RFC 9172 3.6, first item)."""
+    """The security target block numbers of a BPSec block's data: the first item of the
+    abstract security block, which is a CBOR sequence (RFC 9172 3.6)."""
     try:
-        _count, pos = cbor.read_array(data, 0, "abstract security block")
-        targets, pos = cbor.read_array(data, pos, "security targets")
+        targets, pos = cbor.read_array(data, 0, "security targets")
         numbers = []
         while (data[pos] != cbor.BREAK if targets == cbor.INDEFINITE
                else len(numbers) < targets):
