@@ -106,22 +106,54 @@ class PrimaryBlock:
         return b"".join(parts)
 
 
-@dataclass(slots=True)
 class CanonicalBlock:
-    block_type: int
-    number: int
-    data: bytes
-    flags: int = 0
-    crc_type: int = CRCType.NONE
+    """A canonical block (RFC 9171 4.3.2).
+
+    A decoder may hand in a large block's data as a read-only memoryview of the received bundle,
+    so decoding does not copy the payload; `data` turns it into bytes on first read."""
+
+    __slots__ = ("block_type", "number", "flags", "crc_type", "_data")
+
+    def __init__(self, block_type: int, number: int, data: bytes | memoryview, flags: int = 0,
+                 crc_type: int = CRCType.NONE) -> None:
+        self.block_type = block_type
+        self.number = number
+        self._data = data
+        self.flags = flags
+        self.crc_type = crc_type
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data.__class__ is not bytes:
+            data = self._data = bytes(data)
+        return data
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self._data = value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CanonicalBlock):
+            return NotImplemented
+        return (self.block_type, self.number, self.flags, self.crc_type, self._data) == (
+            other.block_type, other.number, other.flags, other.crc_type, other._data)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"CanonicalBlock(type={self.block_type}, number={self.number}, "
+                f"flags={self.flags:#x}, crc_type={self.crc_type}, {len(self._data)} B)")
 
     def encode_parts(self, parts: list) -> None:
         """Append this block's encoding to `parts` (joined once by the bundle encoder, so a large
         payload is copied once)."""
+        data = self._data
         start = len(parts)
         parts.append(bytes((0x86 if self.crc_type else 0x85,)) + cbor.uint(self.block_type)
                      + cbor.uint(self.number) + cbor.uint(self.flags) + cbor.uint(self.crc_type)
-                     + cbor.head(cbor.BYTES, len(self.data)))
-        parts.append(self.data)
+                     + cbor.head(cbor.BYTES, len(data)))
+        parts.append(data)
         if self.crc_type:
             placeholder = _CRC_PLACEHOLDER[self.crc_type]
             parts.append(placeholder[:1]

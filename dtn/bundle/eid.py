@@ -17,11 +17,16 @@ class EID:
     `ssp` is 0 for dtn:none, the text after `dtn:` for other dtn EIDs, and (node, service) for ipn.
     """
 
-    __slots__ = ("scheme", "ssp", "_text", "_cbor")
+    __slots__ = ("scheme", "ssp", "_text", "_cbor", "is_singleton", "is_null")
 
     def __init__(self, scheme: int, ssp: int | str | tuple[int, int]) -> None:
         self.scheme = scheme
         self.ssp = ssp
+        self.is_null = scheme == DTN_SCHEME and ssp == 0
+        # At most one node registers in the endpoint (RFC 9171 4.2.5.1.1: a dtn demux that
+        # starts with '~' names a group).
+        self.is_singleton = not (scheme == DTN_SCHEME and ssp != 0
+                                 and ssp[2:].partition("/")[2].startswith("~"))
         if scheme == DTN_SCHEME:
             if ssp == 0:
                 self._text = "dtn:none"
@@ -65,17 +70,6 @@ class EID:
         return self._cbor
 
     @property
-    def is_null(self) -> bool:
-        return self.scheme == DTN_SCHEME and self.ssp == 0
-
-    @property
-    def is_singleton(self) -> bool:
-        """Whether the endpoint has at most one node (RFC 9171 4.2.5.1.1: dtn demux '~' is not)."""
-        if self.scheme == DTN_SCHEME and self.ssp != 0:
-            return not self.ssp[2:].partition("/")[2].startswith("~")
-        return True
-
-    @property
     def node_id(self) -> EID:
         """The node ID of the node that hosts this endpoint: ipn:N.0 or dtn://node/."""
         if self.scheme == IPN_SCHEME:
@@ -110,7 +104,7 @@ def _check_dtn_ssp(ssp: object) -> None:
 
 NULL_EID = EID(DTN_SCHEME, 0)
 
-_decoded: dict[bytes, EID] = {}  # EIDs recur in every bundle; parse each encoding once
+eid_cache: dict[bytes, EID] = {}  # EIDs recur in every bundle; parse each encoding once
 _DECODED_CACHE_MAX = 4096
 
 
@@ -143,15 +137,15 @@ def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
     else:
         raise BundleError(f"{what}: unsupported EID scheme code {scheme}")
     end = _close(data, count, end, what)
+    raw = data[pos:end]
+    cached = eid_cache.get(raw)
+    if cached is not None:
+        return cached, end
     if eid is None:
-        raw = bytes(data[pos:end])
-        eid = _decoded.get(raw)
-        if eid is None:
-            eid = EID(DTN_SCHEME, text) if scheme == DTN_SCHEME else EID(IPN_SCHEME,
-                                                                         (node, service))
-            if len(_decoded) >= _DECODED_CACHE_MAX:
-                _decoded.clear()
-            _decoded[raw] = eid
+        eid = EID(DTN_SCHEME, text) if scheme == DTN_SCHEME else EID(IPN_SCHEME, (node, service))
+    if len(eid_cache) >= _DECODED_CACHE_MAX:
+        eid_cache.clear()
+    eid_cache[bytes(raw)] = eid
     return eid, end
 
 
@@ -161,3 +155,14 @@ def _close(data: bytes, count: int, pos: int, what: str) -> int:
             raise BundleError(f"{what}: too many items in indefinite-length array")
         return pos + 1
     return pos
+
+
+def eid_from_span(data: bytes, span: tuple[int, int], what: str) -> EID:
+    """The EID encoded at data[start:end], from the cache of recent encodings when it is there."""
+    start, end = span
+    eid = eid_cache.get(data[start:end])
+    if eid is None:
+        eid, stop = decode_eid(data, start, what)
+        if stop != end:
+            raise BundleError(f"{what}: malformed EID encoding at byte {start}")
+    return eid

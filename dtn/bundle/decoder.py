@@ -1,0 +1,237 @@
+"""Decoding a bundle: a strict pure-Python walk, and a C fast path for the common shape.
+
+The C scanner (`_scan.c`, optional) handles bundles in fully deterministic form and returns None
+for anything else; everything it returns None for, errors included, goes through the strict
+Python walk, which says what is wrong and where. Both paths end in the same cross-block checks.
+"""
+
+from __future__ import annotations
+
+from . import cbor
+from .admin import STATUS_REPORT, decode_status_report, record_type
+from .blocks import (
+    STATUS_REPORT_REQUESTS,
+    BlockType,
+    BundleFlags,
+    CanonicalBlock,
+    CRCType,
+    PrimaryBlock,
+    crc_value,
+)
+from .eid import EID, decode_eid, eid_cache, eid_from_span
+from .errors import BundleError
+from .extensions import (
+    decode_bundle_age,
+    decode_hop_count,
+    decode_previous_node,
+    security_targets,
+)
+
+_CRC_LENGTHS = {CRCType.CRC16: 2, CRCType.CRC32C: 4}
+
+try:
+    from ._scan import scan as _scan
+except ImportError:  # no compiler at install time: the pure-Python path alone
+    _scan = None
+
+def _check_crc(data: bytes, crc_type: int, start: int, crc_start: int, crc_end: int, end: int,
+               what: str) -> None:
+    if crc_end - crc_start != _CRC_LENGTHS[crc_type]:
+        raise BundleError(f"{what} CRC must be {_CRC_LENGTHS[crc_type]} bytes for CRC type "
+                          f"{crc_type}, found {crc_end - crc_start}")
+    view = memoryview(data)
+    expected = crc_value(crc_type, [view[start:crc_start], bytes(crc_end - crc_start),
+                                    view[crc_end:end]])
+    if expected != data[crc_start:crc_end]:
+        raise BundleError(f"{what} CRC mismatch (bytes {start}..{end}): stored "
+                          f"{data[crc_start:crc_end].hex()}, computed {expected.hex()}")
+
+
+def _close_array(data: bytes, count: int, pos: int, what: str) -> int:
+    if count == cbor.INDEFINITE:
+        if data[pos] != cbor.BREAK:
+            raise BundleError(f"{what} has more items than allowed (byte {pos})")
+        return pos + 1
+    return pos
+
+
+def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
+    count, pos = cbor.read_array(data, start, "primary block")
+    if count != cbor.INDEFINITE and not 8 <= count <= 11:
+        raise BundleError(f"primary block must have 8 to 11 items, found {count}")
+    version, pos = cbor.read_uint(data, pos, "primary block version")
+    if version != 7:
+        raise BundleError(f"unsupported bundle protocol version {version} (expected 7)")
+    flags, pos = cbor.read_uint(data, pos, "bundle processing control flags")
+    crc_type, pos = cbor.read_uint(data, pos, "primary block CRC type")
+    if crc_type > 2:
+        raise BundleError(f"unknown CRC type {crc_type} in the primary block")
+    fragment = bool(flags & 1)  # IS_FRAGMENT
+    expected = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
+    if count != cbor.INDEFINITE and count != expected:
+        raise BundleError(
+            f"primary block has {count} items but its flags (fragment={fragment}) and CRC type "
+            f"{crc_type} call for {expected}: fragment offset and total ADU length are present "
+            f"if and only if the bundle is a fragment (RFC 9171 4.3.1)")
+    destination, pos = decode_eid(data, pos, "destination EID")
+    source, pos = decode_eid(data, pos, "source node ID")
+    report_to, pos = decode_eid(data, pos, "report-to EID")
+    ts_count, pos = cbor.read_array(data, pos, "creation timestamp")
+    if ts_count not in (2, cbor.INDEFINITE):
+        raise BundleError(f"creation timestamp must have 2 items, found {ts_count}")
+    creation_time, pos = cbor.read_uint(data, pos, "creation time")
+    sequence, pos = cbor.read_uint(data, pos, "sequence number")
+    pos = _close_array(data, ts_count, pos, "creation timestamp")
+    lifetime, pos = cbor.read_uint(data, pos, "lifetime")
+    offset = total = None
+    if fragment:
+        if count == cbor.INDEFINITE and data[pos] == cbor.BREAK:
+            raise BundleError("fragment flag set but fragment offset and total ADU length absent")
+        offset, pos = cbor.read_uint(data, pos, "fragment offset")
+        total, pos = cbor.read_uint(data, pos, "total ADU length")
+    if crc_type:
+        crc_start, crc_end = cbor.read_bytes(data, pos, "primary block CRC")
+        pos = crc_end
+    pos = _close_array(data, count, pos, "primary block")
+    if crc_type:
+        _check_crc(data, crc_type, start, crc_start, crc_end, pos, "primary block")
+    primary = PrimaryBlock(destination, source, report_to, creation_time, sequence, lifetime,
+                           flags, crc_type, offset, total)
+    return primary, pos
+
+
+def _decode_canonical(data: bytes, start: int) -> tuple[CanonicalBlock, int]:
+    count, pos = cbor.read_array(data, start, "canonical block")
+    if count not in (5, 6, cbor.INDEFINITE):
+        raise BundleError(f"canonical block at byte {start} must have 5 or 6 items, found {count}")
+    block_type, pos = cbor.read_uint(data, pos, "block type code")
+    number, pos = cbor.read_uint(data, pos, "block number")
+    flags, pos = cbor.read_uint(data, pos, "block processing control flags")
+    crc_type, pos = cbor.read_uint(data, pos, "block CRC type")
+    if crc_type > 2:
+        raise BundleError(f"unknown CRC type {crc_type} in block {number}")
+    if count != cbor.INDEFINITE and count != 5 + (1 if crc_type else 0):
+        raise BundleError(f"block {number} has {count} items but CRC type {crc_type}")
+    data_start, data_end = cbor.read_bytes(data, pos, f"block {number} data")
+    pos = data_end
+    if crc_type:
+        crc_start, crc_end = cbor.read_bytes(data, pos, f"block {number} CRC")
+        pos = crc_end
+    pos = _close_array(data, count, pos, f"block {number}")
+    if crc_type:
+        _check_crc(data, crc_type, start, crc_start, crc_end, pos, f"block {number}")
+    return CanonicalBlock(block_type, number, data[data_start:data_end], flags, crc_type), pos
+
+
+def decode_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[CanonicalBlock]]:
+    """The primary block and canonical blocks of one bundle, validated; BundleError otherwise."""
+    try:
+        fields = _scan(data, eid_cache) if _scan is not None else None
+        if fields is None:
+            primary, blocks = _walk(data)
+        else:
+            *primary_fields, spans = fields
+            primary = PrimaryBlock(*primary_fields)
+            if not (primary.destination.__class__ is primary.source.__class__
+                    is primary.report_to.__class__ is EID):
+                _parse_eids(data, primary)  # some were not in the cache: spans to parse
+            blocks = _blocks_from_spans(data, spans)
+        _validate(primary, blocks, lenient)
+    except IndexError:
+        raise BundleError(f"bundle is truncated ({len(data)} bytes)") from None
+    except RecursionError:
+        raise BundleError("bundle nests too deeply") from None
+    return primary, blocks
+
+
+def _parse_eids(data: bytes, primary: PrimaryBlock) -> None:
+    """Replace the EID spans the scanner returned with EIDs."""
+    for field, what in (("destination", "destination EID"), ("source", "source node ID"),
+                        ("report_to", "report-to EID")):
+        value = getattr(primary, field)
+        if value.__class__ is not EID:
+            setattr(primary, field, eid_from_span(data, value, what))
+
+
+_ZERO_COPY_MIN = 4096  # larger block data stays a view of the input until someone reads it
+
+
+def _blocks_from_spans(data: bytes, spans: list[tuple]) -> list[CanonicalBlock]:
+    blocks = []
+    for block_type, number, flags, crc_type, start, end in spans:
+        content = data[start:end] if end - start < _ZERO_COPY_MIN else memoryview(data)[start:end]
+        blocks.append(CanonicalBlock(block_type, number, content, flags, crc_type))
+    return blocks
+
+
+def _walk(data: bytes) -> tuple[PrimaryBlock, list[CanonicalBlock]]:
+    if data[0] != 0x9F:
+        raise BundleError("a bundle must be a CBOR indefinite-length array (first byte 0x9f), "
+                          f"found 0x{data[0]:02x}")
+    primary, pos = _decode_primary(data, 1)
+    blocks = []
+    while data[pos] != cbor.BREAK:
+        block, pos = _decode_canonical(data, pos)
+        blocks.append(block)
+    if pos + 1 != len(data):
+        raise BundleError(f"{len(data) - pos - 1} bytes after the end of the bundle")
+    return primary, blocks
+
+
+_PAYLOAD = int(BlockType.PAYLOAD)
+_BUNDLE_AGE = int(BlockType.BUNDLE_AGE)
+_IS_ADMIN = int(BundleFlags.ADMIN_RECORD)
+_REPORT_REQUESTS = int(STATUS_REPORT_REQUESTS)
+_BLOCK_DECODERS = {int(BlockType.PREVIOUS_NODE): ("previous node", decode_previous_node),
+                   _BUNDLE_AGE: ("bundle age", decode_bundle_age),
+                   int(BlockType.HOP_COUNT): ("hop count", decode_hop_count),
+                   _PAYLOAD: ("payload", None)}
+
+
+def _validate(primary: PrimaryBlock, blocks: list[CanonicalBlock], lenient: bool) -> None:
+    """The RFC 9171 rules that span blocks."""
+    if not blocks:
+        raise BundleError("a bundle needs at least a payload block after the primary block")
+    last = blocks[-1]
+    if last.block_type != _PAYLOAD:
+        raise BundleError("the last block must be the payload block (RFC 9171 4.1)")
+    if last.number != 1:
+        raise BundleError(f"the payload block must be block number 1, found {last.number}")
+    has_age = len(blocks) > 1 and _validate_extension_blocks(blocks)
+    if primary.creation_time == 0 and not has_age and not lenient:
+        raise BundleError("creation time is 0 but there is no bundle age block (RFC 9171 4.4.2)")
+    if primary.crc_type == 0 and not lenient and not _bib_covers_primary(blocks):
+        raise BundleError("primary block has no CRC and no BIB targets it (RFC 9171 4.3.1)")
+    source = primary.source
+    if not source.is_singleton:
+        raise BundleError(f"source node ID {source} is not a singleton endpoint")
+    flags = primary.flags
+    if flags & _REPORT_REQUESTS and (source.is_null or flags & _IS_ADMIN):
+        raise BundleError("status reports must not be requested for an anonymous bundle or an "
+                          "administrative record (RFC 9171 4.2.3)")
+    if flags & _IS_ADMIN and record_type(last.data) == STATUS_REPORT:
+        decode_status_report(last.data)
+
+
+def _validate_extension_blocks(blocks: list[CanonicalBlock]) -> bool:
+    """Unique block numbers, single instances of the RFC 9171 extension blocks, and their data.
+    Returns whether there is a bundle age block."""
+    numbers = set()
+    seen_types = set()
+    for block in blocks:
+        if block.number == 0 or block.number in numbers:
+            raise BundleError(f"block number {block.number} is reserved or used twice")
+        numbers.add(block.number)
+        known = _BLOCK_DECODERS.get(block.block_type)
+        if known is not None:
+            if block.block_type in seen_types:
+                raise BundleError(f"more than one {known[0]} block (RFC 9171 4.4)")
+            seen_types.add(block.block_type)
+            if known[1] is not None:
+                known[1](block.data)
+    return _BUNDLE_AGE in seen_types
+
+
+def _bib_covers_primary(blocks: list[CanonicalBlock]) -> bool:
+    return any(block.block_type == BlockType.BIB and 0 in security_targets(block.data)
+               for block in blocks)
