@@ -125,17 +125,26 @@ def _decode_canonical(data: bytes, start: int) -> tuple[CanonicalBlock, int]:
 
 def decode_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[CanonicalBlock]]:
     """The primary block and canonical blocks of one bundle, validated; BundleError otherwise."""
+    fields = _scan(data, eid_cache) if _scan is not None else None
+    if fields is None:
+        return walk_blocks(data, lenient)
+    *primary_fields, spans = fields
+    primary = PrimaryBlock(*primary_fields)
     try:
-        fields = _scan(data, eid_cache) if _scan is not None else None
-        if fields is None:
-            primary, blocks = _walk(data)
-        else:
-            *primary_fields, spans = fields
-            primary = PrimaryBlock(*primary_fields)
-            if not (primary.destination.__class__ is primary.source.__class__
-                    is primary.report_to.__class__ is EID):
-                _parse_eids(data, primary)  # some were not in the cache: spans to parse
-            blocks = _blocks_from_spans(data, spans)
+        if not (primary.destination.__class__ is primary.source.__class__
+                is primary.report_to.__class__ is EID):
+            _parse_eids(data, primary)  # some were not in the cache: spans to parse
+        blocks = _blocks_from_spans(data, spans)
+        _validate(primary, blocks, lenient)
+    except IndexError:
+        raise BundleError("bundle is truncated") from None
+    return primary, blocks
+
+
+def walk_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[CanonicalBlock]]:
+    """The pure-Python decoder: any CBOR form RFC 9171 allows, and a precise error otherwise."""
+    try:
+        primary, blocks = _walk(data)
         _validate(primary, blocks, lenient)
     except IndexError:
         raise BundleError(f"bundle is truncated ({len(data)} bytes)") from None
