@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .blocks import BlockType, BundleFlags, CanonicalBlock, CRCType, PrimaryBlock
+from .blocks import IS_ADMIN_RECORD, BlockType, CanonicalBlock, CRCType, PrimaryBlock
 from .decoder import decode_blocks
 from .eid import EID
 from .errors import BundleError
@@ -116,7 +116,7 @@ class Bundle:
 
     @property
     def is_admin_record(self) -> bool:
-        return bool(self.primary.flags & BundleFlags.ADMIN_RECORD)
+        return bool(self.primary.flags & IS_ADMIN_RECORD)
 
     @property
     def id(self) -> BundleId:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from . import cbor
 from .admin import STATUS_REPORT, decode_status_report, record_type
 from .blocks import (
+    IS_ADMIN_RECORD,
+    IS_FRAGMENT,
     STATUS_REPORT_REQUESTS,
     BlockType,
-    BundleFlags,
     CanonicalBlock,
     CRCType,
     PrimaryBlock,
@@ -66,7 +67,7 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     crc_type, pos = cbor.read_uint(data, pos, "primary block CRC type")
     if crc_type > 2:
         raise BundleError(f"unknown CRC type {crc_type} in the primary block")
-    fragment = bool(flags & 1)  # IS_FRAGMENT
+    fragment = bool(flags & IS_FRAGMENT)
     expected = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
     if count != cbor.INDEFINITE and count != expected:
         raise BundleError(
@@ -189,8 +190,6 @@ def _walk(data: bytes) -> tuple[PrimaryBlock, list[CanonicalBlock]]:
 
 _PAYLOAD = int(BlockType.PAYLOAD)
 _BUNDLE_AGE = int(BlockType.BUNDLE_AGE)
-_IS_ADMIN = int(BundleFlags.ADMIN_RECORD)
-_REPORT_REQUESTS = int(STATUS_REPORT_REQUESTS)
 _BLOCK_DECODERS = {int(BlockType.PREVIOUS_NODE): ("previous node", decode_previous_node),
                    _BUNDLE_AGE: ("bundle age", decode_bundle_age),
                    int(BlockType.HOP_COUNT): ("hop count", decode_hop_count),
@@ -215,10 +214,10 @@ def _validate(primary: PrimaryBlock, blocks: list[CanonicalBlock], lenient: bool
     if not source.is_singleton:
         raise BundleError(f"source node ID {source} is not a singleton endpoint")
     flags = primary.flags
-    if flags & _REPORT_REQUESTS and (source.is_null or flags & _IS_ADMIN):
+    if flags & STATUS_REPORT_REQUESTS and (source.is_null or flags & IS_ADMIN_RECORD):
         raise BundleError("status reports must not be requested for an anonymous bundle or an "
                           "administrative record (RFC 9171 4.2.3)")
-    if flags & _IS_ADMIN and record_type(last.data) == STATUS_REPORT:
+    if flags & IS_ADMIN_RECORD and record_type(last.data) == STATUS_REPORT:
         decode_status_report(last.data)
 
 
