@@ -1,0 +1,23 @@
+"""The agent's tunables, all in mission time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtn.bundle import CRCType
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    custody_margin: float = 30.0  # s added to the round-trip light time before retransmitting
+    signal_delay: float = 1.0  # s a custody disposition waits for others to share its signal
+    signal_max_ranges: int = 256  # ranges per signal; a fuller signal goes out at once
+    default_lifetime: float = 86_400.0  # s, for submitted bundles that name none
+    admin_lifetime: float = 86_400.0  # s, for custody signals and status reports
+    max_bundle_size: int = 64 * 1024 * 1024  # received bundles above this are refused unread
+    transmit_batch: int = 256  # bundles per neighbour per input call on an unpaced link
+    pacing_window: float = 1.0  # s of link time queued ahead on a paced link
+    purge_batch: int = 1000  # expired rows deleted per timer call
+    has_clock: bool = True  # False: creation time 0 and a bundle age block (RFC 9171 4.2.6)
+    crc_type: int = CRCType.CRC32C
+    extra_block_types: frozenset[int] = frozenset()  # block types other layers process here

@@ -1,0 +1,57 @@
+"""The store's SQLite schema and the bundle states it records.
+
+One table holds every bundle this node has accepted, from acceptance until its lifetime ends: the
+live ones with their encoded bytes, and, after delivery or a custody release, a tombstone (no
+bytes) that lets the agent recognise a retransmitted duplicate until the bundle would have
+expired anyway. Each index answers one question the agent asks:
+
+- ``due``: what is queued for a neighbour, best priority then oldest first (partial: PENDING);
+- ``expiry``: what expires next (every row, tombstones included, so they are purged too);
+- ``custody``: what waits for a custody signal, by neighbour and retransmission time;
+- ``deliverable`` / ``adu``: what waits for the application, and the fragments of one ADU.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+SCHEMA_VERSION = 1
+
+
+class State(IntEnum):
+    PENDING = 0  # queued for `next_hop` (NULL: no route known yet)
+    IN_FLIGHT = 1  # sent with custody requested; waits for the next custodian's signal
+    DELIVERABLE = 2  # addressed to this node; waits for the application to take it
+    FRAGMENT = 3  # a fragment addressed to this node; waits for the rest of its ADU
+    DONE = 4  # tombstone: delivered, released or forwarded; kept to suppress duplicates
+
+
+LIVE_STATES = (State.PENDING, State.IN_FLIGHT, State.DELIVERABLE, State.FRAGMENT)
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS bundles (
+    id INTEGER PRIMARY KEY,      -- assigned by the store, never reused; also our custody ID
+    key TEXT NOT NULL UNIQUE,    -- bundle ID text (source/creation.sequence[#offset+length])
+    state INTEGER NOT NULL,
+    next_hop TEXT,               -- neighbour name
+    priority INTEGER NOT NULL,   -- larger goes first
+    created REAL NOT NULL,       -- creation, mission Unix seconds (age order)
+    expires REAL NOT NULL,       -- end of lifetime, mission Unix seconds
+    received REAL NOT NULL,      -- when this node accepted it (bundle age bookkeeping)
+    size INTEGER NOT NULL,       -- bytes counted against the quota
+    custodian TEXT,              -- previous custodian's node ID, when custody was transferred
+    retransmit_at REAL,          -- link-clock time of the custody retransmission; set once sent
+    adu TEXT,                    -- for a fragment awaiting reassembly: its ADU's bundle ID
+    frag_offset INTEGER,
+    frag_length INTEGER,
+    data BLOB                    -- the encoded bundle; NULL for a tombstone
+);
+CREATE INDEX IF NOT EXISTS due ON bundles (next_hop, priority DESC, created)
+    WHERE state = {State.PENDING};
+CREATE INDEX IF NOT EXISTS expiry ON bundles (expires);
+CREATE INDEX IF NOT EXISTS custody ON bundles (next_hop, retransmit_at)
+    WHERE state = {State.IN_FLIGHT};
+CREATE INDEX IF NOT EXISTS deliverable ON bundles (id) WHERE state = {State.DELIVERABLE};
+CREATE INDEX IF NOT EXISTS adu ON bundles (adu) WHERE adu IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""

@@ -1,0 +1,394 @@
+"""The persistent bundle store: SQLite in WAL mode, written in grouped commits.
+
+Every write goes into one open transaction; `commit()` makes all of them durable with one fsync
+(`synchronous=FULL`: durable across power loss; `NORMAL`: across a process crash). The caller
+tells nobody that a bundle was accepted until `commit()` has returned. A crash before that loses
+only the uncommitted group, which nobody was told about.
+
+Nothing here keeps a Python-side copy of the stored bundles: the row counters for the quota and
+the next ID are the only state, so resident memory does not grow with the number stored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .schema import DDL, LIVE_STATES, SCHEMA_VERSION, State
+
+_COLUMNS = (
+    "id, key, state, next_hop, priority, created, expires, received, size, custodian, "
+    "retransmit_at, data"
+)
+_LIVE = f"state IN ({', '.join(str(int(s)) for s in LIVE_STATES)})"
+_INSERT = (
+    "INSERT INTO bundles (id, key, state, next_hop, priority, created, expires, received, size, "
+    "custodian, adu, frag_offset, frag_length, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SYNCHRONOUS = ("FULL", "NORMAL")
+_CACHE_KIB = 16 * 1024  # SQLite page cache bound, whatever the number stored
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why."""
+
+
+class StoreFull(StoreError):
+    """Accepting this bundle would exceed a quota. Nothing already stored is dropped."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit  # "bytes" or "bundles"
+
+
+class DuplicateBundle(StoreError):
+    """A bundle with this ID is already stored (live or as a tombstone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    max_bytes: int | None = None
+    max_bundles: int | None = None
+
+
+@dataclass(slots=True)
+class NewBundle:
+    """What the agent hands the store for one accepted bundle."""
+
+    key: str
+    data: bytes
+    state: State
+    created: float
+    expires: float
+    received: float
+    next_hop: str | None = None
+    priority: int = 1
+    custodian: str | None = None
+    adu: str | None = None
+    frag_offset: int | None = None
+    frag_length: int | None = None
+
+
+@dataclass(slots=True)
+class StoredBundle:
+    id: int
+    key: str
+    state: State
+    next_hop: str | None
+    priority: int
+    created: float
+    expires: float
+    received: float
+    size: int
+    custodian: str | None
+    retransmit_at: float | None
+    data: bytes | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StoredBundle:
+        return cls(row[0], row[1], State(row[2]), *row[3:])
+
+
+class BundleStore:
+    """Bundles on disk, with the queries a bundle protocol agent needs answered fast."""
+
+    def __init__(
+        self, path: str | Path, *, quota: Quota | None = None, synchronous: str = "FULL"
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+        self.path = Path(path)
+        self.quota = quota or Quota()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            self._db.executescript(DDL)
+            self._check_schema()
+            self._count, self._bytes = self._live_totals()
+            top = self._db.execute("SELECT MAX(id) FROM bundles").fetchone()[0] or 0
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
+        self._next_id = max(top + 1, int(self.get_meta("next_id", 1)))
+        self._in_transaction = False
+
+    def _live_totals(self) -> tuple[int, int]:
+        """(live bundles, their bytes): saved at each commit; counted on a store without them."""
+        saved = self.get_meta("live_totals")
+        if saved is not None:
+            count, size = str(saved).split()
+            return int(count), int(size)
+        count, size = self._db.execute(
+            f"SELECT COUNT(*), TOTAL(size) FROM bundles WHERE {_LIVE}"
+        ).fetchone()
+        return count, int(size)
+
+    # --- transactions -----------------------------------------------------------------------
+
+    def _write(self) -> sqlite3.Connection:
+        if not self._in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+        return self._db
+
+    def commit(self) -> None:
+        """Make every write since the last commit durable (one fsync under synchronous=FULL)."""
+        if not self._in_transaction:
+            return
+        try:
+            # Saved in the same transaction as the rows they count, so always consistent.
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                (("next_id", self._next_id), ("live_totals", f"{self._count} {self._bytes}")),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"commit to {self.path} failed, the group is lost: {exc}") from exc
+        finally:
+            self._in_transaction = False
+
+    def close(self) -> None:
+        """Commit what is pending and close. (Dropping the object without this is a crash.)"""
+        self.commit()
+        self._db.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    @property
+    def next_id(self) -> int:
+        """The ID the next stored bundle will get: every stored ID is below it."""
+        return self._next_id
+
+    # --- accepting --------------------------------------------------------------------------
+
+    def _check_quota(self, bundles: int, size: int) -> None:
+        quota = self.quota
+        if quota.max_bundles is not None and self._count + bundles > quota.max_bundles:
+            raise StoreFull(
+                f"store full: {self._count} bundles stored, quota {quota.max_bundles}", "bundles"
+            )
+        if quota.max_bytes is not None and self._bytes + size > quota.max_bytes:
+            raise StoreFull(
+                f"store full: {self._bytes} + {size} bytes exceeds the quota of "
+                f"{quota.max_bytes} bytes",
+                "bytes",
+            )
+
+    def add(self, bundle: NewBundle) -> int:
+        """Store one bundle in the open transaction; its new ID (also its custody ID)."""
+        return self.add_many([bundle])[0]
+
+    def add_many(self, bundles: list[NewBundle], *, enforce_quota: bool = True) -> list[int]:
+        """Store bundles in one statement batch, all or none. StoreFull or DuplicateBundle.
+
+        `enforce_quota=False` is for replacing stored bundles by their fragments or their
+        reassembly, which frees about what it takes."""
+        size = sum(len(b.data) for b in bundles)
+        if enforce_quota:
+            self._check_quota(len(bundles), size)
+        first = self._next_id
+        rows = [
+            (
+                first + i,
+                b.key,
+                int(b.state),
+                b.next_hop,
+                b.priority,
+                b.created,
+                b.expires,
+                b.received,
+                len(b.data),
+                b.custodian,
+                b.adu,
+                b.frag_offset,
+                b.frag_length,
+                b.data,
+            )
+            for i, b in enumerate(bundles)
+        ]
+        db = self._write()
+        try:
+            if len(rows) == 1:  # one statement is atomic by itself
+                db.execute(_INSERT, rows[0])
+            else:
+                db.execute("SAVEPOINT add_many")
+                try:
+                    db.executemany(_INSERT, rows)
+                except sqlite3.IntegrityError:
+                    db.execute("ROLLBACK TO add_many")
+                    raise
+                finally:
+                    db.execute("RELEASE add_many")
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateBundle(f"a bundle in this batch is already stored: {exc}") from None
+        self._next_id = first + len(bundles)
+        self._count += len(bundles)
+        self._bytes += size
+        return list(range(first, first + len(bundles)))
+
+    # --- looking up -------------------------------------------------------------------------
+
+    def known(self, key: str) -> tuple[State, str | None] | None:
+        """(state, previous custodian) of a bundle ID this store holds or remembers."""
+        row = self._db.execute(
+            "SELECT state, custodian FROM bundles WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (State(row[0]), row[1])
+
+    def get(self, bundle_id: int) -> StoredBundle | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM bundles WHERE id = ?", (bundle_id,)
+        ).fetchone()
+        return None if row is None else StoredBundle.from_row(row)
+
+    def due(self, next_hop: str, limit: int) -> list[StoredBundle]:
+        """Bundles queued for a neighbour: highest priority first, then oldest."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM bundles WHERE next_hop = ? AND state = {State.PENDING} "
+            "ORDER BY priority DESC, created LIMIT ?",
+            (next_hop, limit),
+        )
+        return [StoredBundle.from_row(row) for row in rows]
+
+    def unrouted(self, after_id: int, limit: int) -> list[StoredBundle]:
+        """Queued bundles that had no route, in ID order after `after_id`."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM bundles WHERE next_hop IS NULL AND state = {State.PENDING} "
+            "AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [StoredBundle.from_row(row) for row in rows]
+
+    def deliverable(self, after_id: int, limit: int) -> list[StoredBundle]:
+        """Bundles waiting for the application, in ID order after `after_id`."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM bundles WHERE state = {State.DELIVERABLE} AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [StoredBundle.from_row(row) for row in rows]
+
+    def fragment_spans(self, adu: str) -> list[tuple[int, int, int]]:
+        """(id, offset, length) of the stored fragments of one ADU awaiting reassembly."""
+        return self._db.execute(
+            f"SELECT id, frag_offset, frag_length FROM bundles WHERE adu = ? "
+            f"AND state = {State.FRAGMENT}",
+            (adu,),
+        ).fetchall()
+
+    def load(self, ids: Iterable[int]) -> list[StoredBundle]:
+        ids = list(ids)
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE id IN ({marks})", ids)
+        return [StoredBundle.from_row(row) for row in rows]
+
+    def next_expiry(self) -> float | None:
+        return self._db.execute("SELECT MIN(expires) FROM bundles").fetchone()[0]
+
+    def next_retransmit(self, next_hop: str) -> float | None:
+        """Earliest custody retransmission time (link clock) among bundles sent to a neighbour."""
+        return self._db.execute(
+            f"SELECT MIN(retransmit_at) FROM bundles WHERE next_hop = ? "
+            f"AND state = {State.IN_FLIGHT}",
+            (next_hop,),
+        ).fetchone()[0]
+
+    # --- state changes ----------------------------------------------------------------------
+
+    def set_next_hop(self, bundle_id: int, next_hop: str) -> None:
+        self._write().execute("UPDATE bundles SET next_hop = ? WHERE id = ?", (next_hop, bundle_id))
+
+    def mark_in_flight(self, bundle_id: int, retransmit_at: float) -> None:
+        self._write().execute(
+            f"UPDATE bundles SET state = {State.IN_FLIGHT}, retransmit_at = ? WHERE id = ?",
+            (retransmit_at, bundle_id),
+        )
+
+    def requeue_overdue(self, next_hop: str, link_time: float) -> int:
+        """Put back in the queue the bundles whose custody timer has run out; how many."""
+        cursor = self._write().execute(
+            f"UPDATE bundles SET state = {State.PENDING} WHERE next_hop = ? "
+            f"AND state = {State.IN_FLIGHT} AND retransmit_at <= ?",
+            (next_hop, link_time),
+        )
+        return cursor.rowcount
+
+    def _to_tombstone(self, where: str, params: tuple) -> int:
+        rows = (
+            self._write()
+            .execute(
+                f"UPDATE bundles SET state = {State.DONE}, data = NULL WHERE {where} "
+                "RETURNING size",
+                params,
+            )
+            .fetchall()
+        )
+        self._count -= len(rows)
+        self._bytes -= sum(row[0] for row in rows)
+        return len(rows)
+
+    def release(self, first: int, last: int) -> int:
+        """Custody released for IDs first..last: drop the bytes of those sent with custody."""
+        return self._to_tombstone(
+            f"id BETWEEN ? AND ? AND state IN ({State.PENDING}, {State.IN_FLIGHT}) "
+            "AND retransmit_at IS NOT NULL",
+            (first, last),
+        )
+
+    def finish(self, bundle_id: int, state: State) -> bool:
+        """Turn a bundle that is in `state` into a tombstone; whether it was."""
+        return self._to_tombstone("id = ? AND state = ?", (bundle_id, int(state))) == 1
+
+    def purge_expired(self, now: float, limit: int) -> list[StoredBundle]:
+        """Delete up to `limit` rows whose lifetime ended by `now`; the live ones deleted."""
+        rows = (
+            self._write()
+            .execute(
+                f"DELETE FROM bundles WHERE id IN (SELECT id FROM bundles WHERE expires <= ? "
+                f"ORDER BY expires LIMIT ?) RETURNING {_COLUMNS}",
+                (now, limit),
+            )
+            .fetchall()
+        )
+        live = [StoredBundle.from_row(row) for row in rows if row[2] != State.DONE]
+        self._count -= len(live)
+        self._bytes -= sum(b.size for b in live)
+        return live
+
+    # --- small persistent values ------------------------------------------------------------
+
+    def get_meta(self, name: str, default: object = None) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, name: str, value: object) -> None:
+        self._write().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def _check_schema(self) -> None:
+        version = self.get_meta("schema")
+        if version is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema {version}, this code reads {SCHEMA_VERSION}"
+            )
+
+    # --- figures ----------------------------------------------------------------------------
+
+    @property
+    def bundle_count(self) -> int:
+        """Live bundles (tombstones not counted): what the bundle quota limits."""
+        return self._count
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def integrity_check(self) -> str:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,131 @@
+"""Proactive fragmentation to a link's maximum and reassembly at the destination, including
+fragments lost on the way and brought back by custody retransmission."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_agent_harness import T0, chain
+
+from dtn.agent import AgentConfig, FragmentError, Link, fragment, reassemble
+from dtn.bundle import BlockFlags, Bundle, BundleFlags, CanonicalBlock
+
+SOURCE, DESTINATION = "ipn:1.5", "ipn:3.1"
+
+
+def make(payload: bytes, flags: int = 0) -> Bundle:
+    bundle = Bundle.create(
+        SOURCE, DESTINATION, payload, creation_time=5000, sequence=3, flags=flags, hop_limit=9
+    )
+    bundle.insert_block(CanonicalBlock(200, 5, b"first only", 0, 2))
+    bundle.insert_block(CanonicalBlock(201, 6, b"everywhere", BlockFlags.REPLICATE_IN_FRAGMENTS, 2))
+    return bundle
+
+
+@settings(max_examples=150)
+@given(st.binary(min_size=1, max_size=3000), st.integers(120, 1500))
+def test_fragments_fit_and_reassemble(payload, max_size):
+    bundle = make(payload)
+    pieces = fragment(bundle, max_size)
+    assert all(len(piece.encode()) <= max_size for piece in pieces)
+    decoded = [Bundle.decode(piece.encode()) for piece in pieces]
+    assert all(piece.primary.is_fragment for piece in decoded)
+    assert sum(len(p.payload) for p in decoded) == len(payload)
+    whole = reassemble(list(reversed(decoded)))
+    assert whole.encode() == bundle.encode()
+
+
+def test_only_replicated_blocks_repeat():
+    pieces = fragment(make(bytes(2000)), 600)
+    assert len(pieces) > 2
+    assert [b.block_type for b in pieces[0].blocks] == [10, 200, 201, 1]
+    assert all([b.block_type for b in p.blocks] == [201, 1] for p in pieces[1:])
+
+
+def test_fragmenting_a_fragment_keeps_adu_offsets():
+    bundle = make(bytes(range(256)) * 8)
+    halves = fragment(bundle, 1300)
+    quarters = [q for half in halves for q in fragment(half, 500)]
+    assert {q.primary.total_adu_length for q in quarters} == {2048}
+    assert reassemble(quarters).payload == bundle.payload
+
+
+def test_must_not_fragment_and_too_small_are_refused():
+    with pytest.raises(FragmentError, match="must not"):
+        fragment(make(bytes(1000), BundleFlags.MUST_NOT_FRAGMENT), 500)
+    with pytest.raises(FragmentError, match="cannot hold"):
+        fragment(make(bytes(1000)), 40)
+
+
+def fragmenting_chain(tmp_path, max_size: int):
+    net = chain(tmp_path, owlt=60.0, config=AgentConfig(custody_margin=10.0))
+    net.nodes["b"].router.links["c"] = Link("c", owlt=60.0, max_bundle_size=max_size)
+    return net
+
+
+def test_relay_fragments_for_a_small_link_and_destination_reassembles_once(tmp_path):
+    net = fragmenting_chain(tmp_path, 700)
+    a, b, c = (net.nodes[n] for n in "abc")
+    payload = bytes(range(256)) * 20
+    bundle_id = a.agent.submit(payload, DESTINATION, net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    seen: list[int] = []
+    lost: set[int] = set()
+
+    def lose_three_fragments_once(src, dst, data):
+        piece = Bundle.decode(data)
+        if src != "b" or not piece.primary.is_fragment:
+            return False
+        offset = piece.primary.fragment_offset
+        if offset not in seen:
+            seen.append(offset)
+            if seen.index(offset) in (0, 2, 5):  # first copies of three fragments vanish
+                lost.add(offset)
+                return True
+        return False
+
+    net.drop = lose_three_fragments_once
+    net.run_until(T0 + 2000)
+    assert len(lost) == 3
+    assert [(d.bundle_id, d.payload) for d in c.delivered] == [(bundle_id, payload)]
+    sizes = [len(data) for _, src, dst, data in net.sent if (src, dst) == ("b", "c")]
+    assert max(sizes) <= 700 and len(sizes) > 8
+    assert b.agent.counters["fragmented"] == 1
+    assert b.agent.counters["retransmissions"] == 3
+    assert c.agent.counters["reassembled"] == 1
+    assert a.agent.store.bundle_count == b.agent.store.bundle_count == 0
+
+
+def test_late_fragment_of_a_delivered_bundle_is_a_duplicate(tmp_path):
+    net = fragmenting_chain(tmp_path, 700)
+    a, c = net.nodes["a"], net.nodes["c"]
+    a.agent.submit(bytes(3000), DESTINATION, net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    assert len(c.delivered) == 1
+    piece = next(data for _, src, _, data in net.sent if src == "b")
+    c.agent.receive(piece, "b", net.now)
+    c.agent.next_actions()
+    assert c.agent.counters["duplicates"] == 1
+    assert len(c.delivered) == 1
+
+
+def test_unfragmentable_bundle_too_large_for_the_link_is_deleted_with_a_report(tmp_path):
+    net = fragmenting_chain(tmp_path, 700)
+    a, c = net.nodes["a"], net.nodes["c"]
+    a.agent.submit(
+        bytes(3000),
+        DESTINATION,
+        net.now,
+        report_to="ipn:1.9",
+        flags=BundleFlags.MUST_NOT_FRAGMENT | BundleFlags.REPORT_DELETION,
+    )
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    assert c.delivered == []
+    reports = [d for d in a.delivered if d.is_admin_record]
+    assert len(reports) == 1 and reports[0].endpoint == "ipn:1.9"
