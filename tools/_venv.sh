@@ -9,8 +9,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Reinstall only when pyproject.toml changed since the last install for these extras.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+  echo "installing dtn into .venv (log: .venv/install.log)" >&2
+  if ! { .venv/bin/python -m pip install --upgrade pip \
+         && .venv/bin/python -m pip install -e ".${extras:+[$extras]}"; } >.venv/install.log 2>&1
+  then
+    tail -n 30 .venv/install.log >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"
