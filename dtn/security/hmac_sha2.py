@@ -1,0 +1,123 @@
+"""BIB-HMAC-SHA2, the RFC 9173 default integrity context (security context id 1).
+
+Parameters: 1 SHA variant (5, 6, 7 for HMAC-SHA-256/384/512; 6 when absent), 2 the HMAC key
+wrapped with AES key wrap (RFC 3394) under the key-encryption key, 3 integrity scope flags
+(7 when absent). Result: 1 the HMAC of the integrity-protected plaintext (IPPT).
+
+The IPPT is the scope prefix (see scope.py) followed by the target's data as a CBOR byte string;
+for the primary block, the data is the primary block's canonical encoding (RFC 9173 3.7).
+The HMAC is fed in pieces, so a large target is never copied into the IPPT.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hmac
+
+from dtn.bundle import cbor
+
+from .asb import Value
+from .errors import Reason, SecurityError
+from .keywrap import unwrap_key
+from .scope import FULL_SCOPE, check_scope
+
+CONTEXT_ID = 1
+
+_PARAM_SHA_VARIANT = 1
+_PARAM_WRAPPED_KEY = 2
+_PARAM_SCOPE = 3
+_RESULT_HMAC = 1
+_PARAMETER_IDS = frozenset((_PARAM_SHA_VARIANT, _PARAM_WRAPPED_KEY, _PARAM_SCOPE))
+
+
+class ShaVariant(IntEnum):
+    HMAC_SHA_256 = 5
+    HMAC_SHA_384 = 6
+    HMAC_SHA_512 = 7
+
+    @property
+    def digest_size(self) -> int:
+        return _HASHES[self].digest_size
+
+
+_HASHES = {
+    ShaVariant.HMAC_SHA_256: hashes.SHA256(),
+    ShaVariant.HMAC_SHA_384: hashes.SHA384(),
+    ShaVariant.HMAC_SHA_512: hashes.SHA512(),
+}
+DEFAULT_VARIANT = ShaVariant.HMAC_SHA_384  # RFC 9173 3.3.1: when the parameter is absent
+_VARIANTS = {int(variant): variant for variant in ShaVariant}  # a dict beats an enum call
+
+
+class BibParameters(NamedTuple):
+    variant: ShaVariant = DEFAULT_VARIANT
+    scope: int = FULL_SCOPE
+    wrapped_key: bytes | None = None
+
+    def to_asb(self) -> dict[int, Value]:
+        """Variant and scope are always written, as the RFC 9173 examples do."""
+        parameters: dict[int, Value] = {_PARAM_SHA_VARIANT: int(self.variant)}
+        if self.wrapped_key is not None:
+            parameters[_PARAM_WRAPPED_KEY] = self.wrapped_key
+        parameters[_PARAM_SCOPE] = self.scope
+        return parameters
+
+    @classmethod
+    def from_asb(cls, parameters: dict[int, Value], what: str) -> BibParameters:
+        if not parameters.keys() <= _PARAMETER_IDS:
+            unknown = sorted(parameters.keys() - _PARAMETER_IDS)
+            raise SecurityError(
+                Reason.MALFORMED, f"{what}: unknown BIB-HMAC-SHA2 parameter ids {unknown}"
+            )
+        value = parameters.get(_PARAM_SHA_VARIANT, DEFAULT_VARIANT)
+        variant = _VARIANTS.get(value)
+        if variant is None:
+            raise SecurityError(
+                Reason.UNSUPPORTED_CONTEXT,
+                f"{what}: unknown SHA variant {value!r} (RFC 9173 knows 5, 6, 7)",
+            )
+        wrapped = parameters.get(_PARAM_WRAPPED_KEY)
+        if wrapped is not None and not isinstance(wrapped, bytes):
+            raise SecurityError(Reason.MALFORMED, f"{what}: the wrapped key must be a byte string")
+        scope = check_scope(parameters.get(_PARAM_SCOPE, FULL_SCOPE), what)
+        return cls(variant, scope, wrapped)
+
+    def hmac_key(self, key: bytes, what: str) -> bytes:
+        """The HMAC key: `key` itself, or the wrapped key unwrapped with `key`."""
+        if self.wrapped_key is None:
+            return key
+        return unwrap_key(key, self.wrapped_key, what)
+
+
+def _hmac(key: bytes, variant: ShaVariant, prefix: bytes, data: bytes) -> hmac.HMAC:
+    mac = hmac.HMAC(key, _HASHES[variant])
+    mac.update(prefix)
+    mac.update(cbor.head(cbor.BYTES, len(data)))
+    mac.update(data)
+    return mac
+
+
+def sign(key: bytes, variant: ShaVariant, prefix: bytes, data: bytes) -> dict[int, Value]:
+    """The result set for one target: its HMAC over the IPPT."""
+    return {_RESULT_HMAC: _hmac(key, variant, prefix, data).finalize()}
+
+
+def verify(
+    key: bytes, variant: ShaVariant, prefix: bytes, data: bytes, result: dict[int, Value], what: str
+) -> None:
+    expected = result.get(_RESULT_HMAC)
+    if not isinstance(expected, bytes) or len(result) != 1:
+        raise SecurityError(
+            Reason.MALFORMED,
+            f"{what}: the result set must hold exactly one HMAC (result id 1, a byte string)",
+        )
+    try:
+        _hmac(key, variant, prefix, data).verify(expected)
+    except InvalidSignature:
+        raise SecurityError(
+            Reason.INTEGRITY_FAILED,
+            f"{what}: HMAC mismatch (the target was changed, or the key is not the signer's)",
+        ) from None

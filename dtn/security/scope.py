@@ -1,0 +1,68 @@
+"""What else a security operation covers besides its target's data (RFC 9173 3.7 and 4.7.2).
+
+BIB-HMAC-SHA2's integrity scope flags and BCB-AES-GCM's AAD scope flags share one layout: bit 0
+adds the primary block, bit 1 the target block's header (type, number, flags), bit 2 the
+security block's own header. Both contexts start their input with the flags themselves, then
+the selected parts, as a CBOR sequence; `scope_prefix` builds that shared start.
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+
+from dtn.bundle import BlockFlags, CanonicalBlock, cbor
+
+from .errors import Reason, SecurityError
+
+
+class Scope(IntFlag):
+    PRIMARY_BLOCK = 0x1
+    TARGET_HEADER = 0x2
+    SECURITY_HEADER = 0x4
+
+
+# Plain ints on the per-bundle path: IntFlag arithmetic costs a microsecond per operation.
+_PRIMARY_BLOCK = int(Scope.PRIMARY_BLOCK)
+_TARGET_HEADER = int(Scope.TARGET_HEADER)
+_SECURITY_HEADER = int(Scope.SECURITY_HEADER)
+FULL_SCOPE = _PRIMARY_BLOCK | _TARGET_HEADER | _SECURITY_HEADER
+
+# RFC 9172 4: reserved block processing flags are 0 in the canonical form of a block header.
+_ASSIGNED_BLOCK_FLAGS = int(
+    BlockFlags.REPLICATE_IN_FRAGMENTS
+    | BlockFlags.REPORT_IF_UNPROCESSABLE
+    | BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE
+    | BlockFlags.DISCARD_IF_UNPROCESSABLE
+)
+
+
+def block_header(block_type: int, number: int, flags: int) -> bytes:
+    """The canonical header of a canonical block: type code, number, flags, as CBOR uints."""
+    return cbor.uint(block_type) + cbor.uint(number) + cbor.uint(flags & _ASSIGNED_BLOCK_FLAGS)
+
+
+def check_scope(scope: object, what: str) -> int:
+    if not isinstance(scope, int) or scope & ~FULL_SCOPE:
+        raise SecurityError(
+            Reason.MALFORMED,
+            f"{what}: scope flags {scope!r} are not a "
+            "combination of the three RFC 9173 flags (0..7)",
+        )
+    return scope
+
+
+def scope_prefix(
+    scope: int, primary: bytes, target: CanonicalBlock | None, security_header: bytes
+) -> bytes:
+    """The flags, then the parts they select. `target` None means the primary block: its own
+    encoding is the target data, so the primary and target header flags add nothing
+    (RFC 9173 3.7)."""
+    parts = [cbor.uint(scope)]
+    if target is not None:
+        if scope & _PRIMARY_BLOCK:
+            parts.append(primary)
+        if scope & _TARGET_HEADER:
+            parts.append(block_header(target.block_type, target.number, target.flags))
+    if scope & _SECURITY_HEADER:
+        parts.append(security_header)
+    return b"".join(parts)

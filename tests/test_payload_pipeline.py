@@ -1,0 +1,319 @@
+"""The send and deliver pipelines: round trips, tampering, keys, policy, counters."""
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dtn.bundle import EID, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
+from dtn.payload import (
+    COMPRESSION_BLOCK_TYPE,
+    Algorithm,
+    CompressionInfo,
+    PayloadPipeline,
+    PayloadReason,
+    PayloadRejected,
+)
+from dtn.security import Keyring, Reason, SecurityPolicy
+
+EARTH, MARS = EID.parse("ipn:1.0"), EID.parse("ipn:2.0")
+KEYS = Keyring(
+    {
+        "link": bytes(range(32)),
+        "link16": bytes(range(16)),
+        "sign": bytes(range(50, 98)),
+        "kek": bytes(range(7, 31)),
+    }
+)
+TELEMETRY = b"".join(b'{"t":%d,"bus_v":28.%d,"mode":"nominal"}\n' % (i, i % 7) for i in range(300))
+RULES = {
+    "bcb-256": {"bcb": "A256GCM", "key": "link"},
+    "bcb-128-wrapped": {"bcb": "A128GCM", "key": "kek", "key_wrap": True},
+    "bib-512": {"bib": "HMAC-SHA-512", "key": "sign"},
+    "bib-256-wrapped-scope-0": {"bib": "HMAC-SHA-256", "key": "kek", "key_wrap": True, "scope": 0},
+    "bcb+bib": {"bcb": "A256GCM", "key": "link", "bib": "HMAC-SHA-384", "bib_key": "sign"},
+    "bcb-128-scope-1": {"bcb": "A128GCM", "key": "link16", "scope": 1},
+}
+
+
+def pair(rule: dict | None, keys: Keyring = KEYS) -> tuple[PayloadPipeline, PayloadPipeline]:
+    """(Earth sending to ipn:2.*, Mars receiving from ipn:1.*) under one rule, or none."""
+    earth = [{"destination": "ipn:2.*", **rule}] if rule else []
+    mars = [{"source": "ipn:1.*", **rule}] if rule else []
+    return (
+        PayloadPipeline(SecurityPolicy.from_config({"rule": earth}), keys, EARTH),
+        PayloadPipeline(SecurityPolicy.from_config({"rule": mars}), keys, MARS),
+    )
+
+
+def send(pipeline: PayloadPipeline, data: bytes, sequence: int = 0) -> bytes:
+    return pipeline.send(
+        data, "ipn:1.1", "ipn:2.1", creation_time=800_000_000_000, sequence=sequence
+    ).encode()
+
+
+def receive(pipeline: PayloadPipeline, wire: bytes) -> bytes:
+    return pipeline.deliver(Bundle.decode(wire))
+
+
+def reason_of(pipeline: PayloadPipeline, wire: bytes) -> str:
+    with pytest.raises(PayloadRejected) as caught:
+        receive(pipeline, wire)
+    return caught.value.reason
+
+
+def edited(wire: bytes, change) -> bytes:
+    bundle = Bundle.decode(wire)
+    change(bundle)
+    return bundle.encode()
+
+
+@pytest.mark.parametrize("name", [None, *RULES])
+@settings(max_examples=40)
+@given(data=st.one_of(st.binary(max_size=3000), st.just(TELEMETRY), st.just(b"")))
+def test_deliver_of_send_is_the_data(name, data):
+    earth, mars = pair(RULES.get(name))
+    assert receive(mars, send(earth, data)) == data
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"{", b"}", b'"temp":', b"-4", b"1.5", b",", b"\n", b"\x28\xb5", b"\x2f\xfd"]
+        ),
+        max_size=400,
+    ).map(b"".join)
+)
+def test_deliver_of_send_for_compressible_and_frame_like_data(data):
+    earth, mars = pair(RULES["bcb+bib"])
+    assert receive(mars, send(earth, data)) == data
+
+
+def test_layout_on_the_wire():
+    earth, _ = pair(RULES["bcb+bib"])
+    bundle = Bundle.decode(send(earth, TELEMETRY))
+    assert [block.block_type for block in bundle.blocks] == [
+        BlockType.BIB,
+        BlockType.BCB,
+        COMPRESSION_BLOCK_TYPE,
+        BlockType.PAYLOAD,
+    ]
+    assert TELEMETRY[:20] not in bundle.encode()
+    assert len(bundle.payload) < len(TELEMETRY) // 4
+    marker = bundle.block_of_type(COMPRESSION_BLOCK_TYPE)
+    assert CompressionInfo.decode(marker.data) == CompressionInfo(Algorithm.ZSTD, len(TELEMETRY))
+
+
+def test_without_a_rule_small_or_random_payloads_travel_as_they_are():
+    earth, mars = pair(None)
+    noise = os.urandom(2000)
+    bundle = Bundle.decode(send(earth, noise))
+    assert [block.block_type for block in bundle.blocks] == [BlockType.PAYLOAD]
+    assert bundle.payload == noise
+    compressed = Bundle.decode(send(earth, TELEMETRY))
+    assert compressed.block_of_type(COMPRESSION_BLOCK_TYPE) is not None
+    assert mars.deliver(compressed) == TELEMETRY
+    assert earth.counts == {"compressed": 1, "stored": 1, "sealed": 2}
+
+
+def test_under_a_rule_the_compression_block_is_there_even_when_stored():
+    earth, mars = pair(RULES["bcb-256"])
+    noise = os.urandom(2000)
+    bundle = Bundle.decode(send(earth, noise))
+    marker = bundle.block_of_type(COMPRESSION_BLOCK_TYPE)
+    assert CompressionInfo.decode(marker.data) == CompressionInfo(Algorithm.STORED, 2000)
+    assert mars.deliver(bundle) == noise
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_any_flipped_bit_is_rejected_or_harmless(name):
+    """Every bit of every canonical block, flipped by someone who then fixes the CRCs: the
+    bundle is rejected, or (an unprotected field such as a block's flags) delivers the data
+    unchanged. Flips in the payload are always rejected."""
+    earth, mars = pair(RULES[name])
+    data = TELEMETRY[:400]
+    wire = send(earth, data)
+    blocks = len(Bundle.decode(wire).blocks)
+    refused_by_codec = refused_by_pipeline = harmless = 0
+    for index in range(blocks):
+        size = len(Bundle.decode(wire).blocks[index].data)
+        for bit in range(size * 8):
+
+            def flip(bundle, index=index, bit=bit):
+                block = bundle.blocks[index]
+                raw = bytearray(block.data)
+                raw[bit // 8] ^= 1 << (bit % 8)
+                block.data = bytes(raw)
+
+            tampered = edited(wire, flip)
+            try:
+                bundle = Bundle.decode(tampered)
+            except BundleError:
+                refused_by_codec += 1  # a hop count that no longer parses, say
+                continue
+            try:
+                assert mars.deliver(bundle) == data
+            except PayloadRejected:
+                refused_by_pipeline += 1
+                continue
+            harmless += 1
+            assert bundle.blocks[index].block_type != BlockType.PAYLOAD, bit
+    assert sum(mars.rejections.values()) == refused_by_pipeline > 1000
+    assert harmless < refused_by_pipeline // 4
+    assert receive(mars, send(earth, TELEMETRY)) == TELEMETRY  # and the node goes on
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("destination", EID.parse("ipn:2.9")),
+        ("source", EID.parse("ipn:1.7")),
+        ("report_to", EID.parse("ipn:1.9")),
+        ("creation_time", 800_000_000_001),
+        ("sequence", 5),
+        ("lifetime", 1),
+        ("flags", int(BundleFlags.MUST_NOT_FRAGMENT)),
+    ],
+)
+@pytest.mark.parametrize("name", ["bcb-256", "bib-512", "bcb+bib", "bcb-128-scope-1"])
+def test_primary_block_fields_are_protected(field, value, name):
+    earth, mars = pair(RULES[name])
+    wire = edited(send(earth, TELEMETRY), lambda bundle: setattr(bundle.primary, field, value))
+    assert reason_of(mars, wire) in (Reason.DECRYPTION_FAILED, Reason.INTEGRITY_FAILED)
+
+
+def test_payload_spliced_into_another_bundle_is_rejected():
+    earth, mars = pair(RULES["bcb-256"])
+    first = Bundle.decode(send(earth, b"open the pod bay doors" * 20, sequence=1))
+    second = Bundle.decode(send(earth, b"all systems nominal" * 20, sequence=2))
+    second.blocks = first.blocks
+    assert reason_of(mars, second.encode()) == Reason.DECRYPTION_FAILED
+
+
+def test_wrong_key_missing_key_and_the_counters():
+    earth, _ = pair(RULES["bcb-256"])
+    other = Keyring({**{key_id: KEYS.get(key_id) for key_id in KEYS}, "link": bytes(32)})
+    _, wrong = pair(RULES["bcb-256"], other)
+    wire = send(earth, TELEMETRY)
+    assert reason_of(wrong, wire) == Reason.DECRYPTION_FAILED
+    _, unrelated = pair(RULES["bib-512"])  # expects a BIB, has no BCB key for ipn:1.*
+    assert reason_of(unrelated, wire) == Reason.MISSING_KEY
+    _, nobody = pair(None)
+    assert reason_of(nobody, wire) == Reason.MISSING_KEY
+    assert reason_of(nobody, wire) == Reason.MISSING_KEY
+    assert nobody.rejections == {Reason.MISSING_KEY: 2}
+    assert wrong.rejections == {Reason.DECRYPTION_FAILED: 1} and "delivered" not in wrong.counts
+
+
+def drop(block_type: int):
+    def change(bundle: Bundle) -> None:
+        bundle.blocks = [block for block in bundle.blocks if block.block_type != block_type]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("bcb-256", drop(BlockType.BCB), "must be encrypted"),
+        ("bib-512", drop(BlockType.BIB), "must be signed"),
+        ("bcb+bib", drop(BlockType.BIB), "must be signed"),
+        ("bcb-256", drop(COMPRESSION_BLOCK_TYPE), "compression block"),
+        ("bib-512", drop(COMPRESSION_BLOCK_TYPE), "compression block"),
+    ],
+)
+def test_stripped_protection_is_a_policy_violation(name, change, message):
+    earth, mars = pair(RULES[name])
+    with pytest.raises(PayloadRejected, match=message) as caught:
+        receive(mars, edited(send(earth, TELEMETRY), change))
+    assert caught.value.reason == PayloadReason.POLICY
+
+
+@pytest.mark.parametrize("name", ["bcb-256", "bib-512"])
+def test_a_forged_compression_block_never_changes_what_is_delivered(name):
+    earth, mars = pair(RULES[name])
+    noise = os.urandom(700)
+    for data in (TELEMETRY, noise):
+        wire = send(earth, data)
+        length = len(Bundle.decode(wire).payload)
+        for forged in (
+            CompressionInfo(Algorithm.STORED, length),
+            CompressionInfo(Algorithm.STORED, len(data)),
+            CompressionInfo(Algorithm.ZSTD, len(data)),
+            CompressionInfo(Algorithm.ZSTD, length),
+        ):
+
+            def replace(bundle, forged=forged):
+                bundle.block_of_type(COMPRESSION_BLOCK_TYPE).data = forged.encode()
+
+            try:
+                assert receive(mars, edited(wire, replace)) == data
+            except PayloadRejected as exc:
+                assert exc.reason == PayloadReason.DECOMPRESSION_FAILED
+
+
+def test_two_compression_blocks_are_refused():
+    earth, mars = pair(None)
+
+    def duplicate(bundle):
+        marker = bundle.block_of_type(COMPRESSION_BLOCK_TYPE)
+        bundle.insert_block(CanonicalBlock(COMPRESSION_BLOCK_TYPE, 9, marker.data))
+
+    wire = edited(send(earth, TELEMETRY), duplicate)
+    assert reason_of(mars, wire) == PayloadReason.MALFORMED_COMPRESSION_BLOCK
+
+
+def test_sizes_and_fragments():
+    earth, _ = pair(None)
+    small = PayloadPipeline(SecurityPolicy(), KEYS, MARS, max_payload=1000)
+    with pytest.raises(PayloadRejected, match="configured maximum") as caught:
+        small.send(bytes(1001), "ipn:2.1", "ipn:1.1", creation_time=1)
+    assert caught.value.reason == PayloadReason.TOO_LARGE
+    assert reason_of(small, send(earth, os.urandom(1001))) == PayloadReason.TOO_LARGE
+    assert reason_of(small, send(earth, bytes(5000))) == PayloadReason.TOO_LARGE
+    fragment = Bundle.decode(send(earth, b"x" * 50))
+    fragment.primary.flags |= BundleFlags.IS_FRAGMENT
+    fragment.primary.fragment_offset, fragment.primary.total_adu_length = 0, 100
+    with pytest.raises(PayloadRejected) as caught:
+        small.deliver(fragment)
+    assert caught.value.reason == PayloadReason.FRAGMENT
+    unsent = Bundle.create("ipn:2.1", "ipn:1.1", b"x" * 50, creation_time=1)
+    unsent.primary = fragment.primary
+    with pytest.raises(PayloadRejected, match="seal the bundle, then fragment it"):
+        small.seal(unsent)
+    assert small.rejections == {PayloadReason.TOO_LARGE: 3, PayloadReason.FRAGMENT: 2}
+
+
+def test_deliver_leaves_the_bundle_as_it_was():
+    earth, mars = pair(RULES["bcb+bib"])
+    bundle = Bundle.decode(send(earth, TELEMETRY))
+    before = bundle.encode()
+    assert mars.deliver(bundle) == TELEMETRY
+    assert bundle.encode() == before
+
+
+@settings(max_examples=200)
+@given(name=st.sampled_from(list(RULES)), index=st.integers(0, 3), garbage=st.binary(max_size=120))
+def test_any_block_replaced_with_garbage_is_refused_cleanly(name, index, garbage):
+    """Whatever a block holds, deliver returns the data or raises PayloadRejected: no other
+    exception escapes."""
+    earth, mars = pair(RULES[name])
+    bundle = Bundle.decode(send(earth, TELEMETRY))
+    bundle.blocks[index % len(bundle.blocks)].data = garbage
+    try:
+        received = Bundle.decode(bundle.encode())
+    except BundleError:
+        return
+    try:
+        assert mars.deliver(received) == TELEMETRY
+    except PayloadRejected as exc:
+        assert exc.reason and str(exc)
+
+
+def test_sealing_twice_is_a_caller_error():
+    earth, _ = pair(RULES["bcb-256"])
+    bundle = Bundle.decode(send(earth, TELEMETRY))
+    with pytest.raises(ValueError, match="sealed already"):
+        earth.seal(bundle)
