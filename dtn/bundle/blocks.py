@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
@@ -58,11 +59,15 @@ class BlockType(IntEnum):
 _CRC_PLACEHOLDER = {CRCType.CRC16: b"\x42\x00\x00", CRCType.CRC32C: b"\x44\x00\x00\x00\x00"}
 
 
-def crc_value(crc_type: int, pieces: list) -> bytes:
+def crc_value(crc_type: int, pieces: list | tuple) -> bytes:
     """The CRC field value (big-endian) over pieces that end with the zeroed CRC field."""
     if crc_type == CRCType.CRC32C:
-        return crc32c_of(pieces).to_bytes(4, "big")
-    return crc16_x25(pieces).to_bytes(2, "big")
+        return _PACK32(crc32c_of(pieces))
+    return _PACK16(crc16_x25(pieces))
+
+
+_PACK32 = struct.Struct(">I").pack
+_PACK16 = struct.Struct(">H").pack
 
 
 def append_crc(parts: list, crc_type: int) -> None:
@@ -91,22 +96,21 @@ class PrimaryBlock:
         return bool(self.flags & IS_FRAGMENT)
 
     def encode(self) -> bytes:
-        fragment = self.is_fragment
-        count = 8 + (2 if fragment else 0) + (1 if self.crc_type else 0)
-        parts = [
-            bytes((0x80 | count, 0x07)),
-            cbor.uint(self.flags),
-            cbor.uint(self.crc_type),
-            self.destination.to_cbor(),
-            self.source.to_cbor(),
-            self.report_to.to_cbor(),
-            b"\x82" + cbor.uint(self.creation_time) + cbor.uint(self.sequence),
-            cbor.uint(self.lifetime),
-        ]
-        if fragment:
-            parts.append(cbor.uint(self.fragment_offset) + cbor.uint(self.total_adu_length))
-        append_crc(parts, self.crc_type)
-        return b"".join(parts)
+        flags, crc_type, uint = self.flags, self.crc_type, cbor.uint
+        fragment = flags & IS_FRAGMENT
+        count = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
+        encoded = b"".join((
+            _PRIMARY_HEADS[count], uint(flags), uint(crc_type), self.destination._cbor,
+            self.source._cbor, self.report_to._cbor, b"\x82", uint(self.creation_time),
+            uint(self.sequence), uint(self.lifetime),
+            uint(self.fragment_offset) + uint(self.total_adu_length) if fragment else b""))
+        if not crc_type:
+            return encoded
+        placeholder = _CRC_PLACEHOLDER[crc_type]
+        return encoded + placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+
+
+_PRIMARY_HEADS = {count: bytes((0x80 | count, 0x07)) for count in (8, 9, 10, 11)}
 
 
 class CanonicalBlock:
@@ -135,6 +139,12 @@ class CanonicalBlock:
     @data.setter
     def data(self, value: bytes) -> None:
         self._data = value
+
+    @property
+    def data_view(self) -> bytes | memoryview:
+        """The data as held, without a copy: bytes, or a read-only view of the received bundle.
+        For readers that only pass it on (a MAC, a cipher, a socket)."""
+        return self._data
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CanonicalBlock):

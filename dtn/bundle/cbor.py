@@ -9,6 +9,8 @@ IndexError from the caller's view of `data`; `Bundle.decode` turns every failure
 
 from __future__ import annotations
 
+import struct
+
 from .errors import BundleError
 
 MAX_NESTING = 16
@@ -168,18 +170,26 @@ def skip_item(data: bytes, pos: int, depth: int = 0) -> int:
 
 # --- writer -----------------------------------------------------------------------------------
 
+_HEAD16 = struct.Struct(">BH").pack
+_HEAD32 = struct.Struct(">BI").pack
+_HEAD64 = struct.Struct(">BQ").pack
+
+
 def head(major: int, value: int) -> bytes:
     """The shortest head for a major type and argument (RFC 8949 4.2.1)."""
+    base = major << 5
     if value < 24:
-        return bytes(((major << 5) | value,))
+        if value < 0:
+            raise ValueError(f"{value} does not fit a CBOR head")
+        return bytes((base | value,))
     if value < 0x100:
-        return bytes(((major << 5) | 24, value))
+        return bytes((base | 24, value))
     if value < 0x10000:
-        return bytes(((major << 5) | 25,)) + value.to_bytes(2, "big")
+        return _HEAD16(base | 25, value)
     if value < 0x100000000:
-        return bytes(((major << 5) | 26,)) + value.to_bytes(4, "big")
+        return _HEAD32(base | 26, value)
     if value < 0x10000000000000000:
-        return bytes(((major << 5) | 27,)) + value.to_bytes(8, "big")
+        return _HEAD64(base | 27, value)
     raise ValueError(f"{value} does not fit a CBOR head")
 
 
@@ -191,7 +201,13 @@ def uint(value: int) -> bytes:
         return _SMALL_UINTS[value]
     if value < 0:
         raise ValueError(f"{value} is not an unsigned integer")
-    return head(UINT, value)
+    if value < 0x10000:
+        return _HEAD16(25, value)
+    if value < 0x100000000:
+        return _HEAD32(26, value)
+    if value < 0x10000000000000000:
+        return _HEAD64(27, value)
+    raise ValueError(f"{value} does not fit a CBOR head")
 
 
 def byte_string(value: bytes) -> bytes:
