@@ -69,9 +69,7 @@ class StatusReport:
 def record_type(payload: bytes) -> int:
     """The record type code of an administrative record (validates the outer [type, content])."""
     try:
-        count, pos = cbor.read_array(payload, 0, "administrative record")
-        if count not in (2, cbor.INDEFINITE):
-            raise BundleError(f"administrative record must be a 2-item array, found {count}")
+        _count, pos = cbor.read_array_of(payload, 0, 2, "administrative record")
         code, _ = cbor.read_uint(payload, pos, "administrative record type")
     except IndexError:
         raise BundleError("administrative record is truncated") from None
@@ -86,7 +84,7 @@ def decode_status_report(payload: bytes) -> StatusReport:
 
 
 def _decode_status_report(payload: bytes) -> StatusReport:
-    count, pos = cbor.read_array(payload, 0, "administrative record")
+    count, pos = cbor.read_array_of(payload, 0, 2, "administrative record")
     code, pos = cbor.read_uint(payload, pos, "administrative record type")
     if code != STATUS_REPORT:
         raise BundleError(f"administrative record type {code} is not a status report")
@@ -113,19 +111,16 @@ def _decode_status_report(payload: bytes) -> StatusReport:
         assertions.append(at if flag == 0xF5 else None)
     reason, pos = cbor.read_uint(payload, pos, "status report reason code")
     source, pos = decode_eid(payload, pos, "status report source")
-    ts, pos = cbor.read_array(payload, pos, "status report creation timestamp")
-    if ts != 2:
-        raise BundleError("status report creation timestamp must have 2 items")
+    ts, pos = cbor.read_array_of(payload, pos, 2, "status report creation timestamp")
     created, pos = cbor.read_uint(payload, pos, "creation time")
     sequence, pos = cbor.read_uint(payload, pos, "sequence number")
     offset = length = None
     if items == 6:
         offset, pos = cbor.read_uint(payload, pos, "fragment offset")
         length, pos = cbor.read_uint(payload, pos, "fragment length")
-    if count == cbor.INDEFINITE:
-        if payload[pos] != cbor.BREAK:
-            raise BundleError("administrative record has more than 2 items")
-        pos += 1
+    pos = cbor.close_array(payload, ts, pos, "status report creation timestamp")
+    pos = cbor.close_array(payload, items, pos, "status report")
+    pos = cbor.close_array(payload, count, pos, "administrative record")
     if pos != len(payload):
         raise BundleError(f"{len(payload) - pos} bytes after the status report")
     return StatusReport(source, created, sequence, reason, tuple(assertions), offset, length)

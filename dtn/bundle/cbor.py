@@ -67,11 +67,16 @@ def read_bytes(data: bytes, pos: int, what: str) -> tuple[int, int]:
         raise BundleError(f"{what} must be a byte string, found {major_name(major)} at byte {pos}")
     if length == INDEFINITE:
         raise BundleError(f"{what} must be a definite-length byte string (byte {pos})")
+    return start, _content_end(data, start, length, pos, what)
+
+
+def _content_end(data: bytes, start: int, length: int, pos: int, what: str) -> int:
+    """End of a string's content, checked against the bytes present."""
     end = start + length
     if end > len(data):
         raise BundleError(f"{what} declares {length} bytes at byte {pos} but only "
                           f"{len(data) - start} remain")
-    return start, end
+    return end
 
 
 def read_text(data: bytes, pos: int, what: str) -> tuple[str, int]:
@@ -79,10 +84,7 @@ def read_text(data: bytes, pos: int, what: str) -> tuple[str, int]:
     if major != TEXT:
         raise BundleError(f"{what} must be a text string, found {major_name(major)} at byte {pos}")
     if length != INDEFINITE:
-        end = start + length
-        if end > len(data):
-            raise BundleError(f"{what} declares {length} bytes at byte {pos} but only "
-                              f"{len(data) - start} remain")
+        end = _content_end(data, start, length, pos, what)
         raw = data[start:end]
     else:
         chunks = []
@@ -119,16 +121,21 @@ def read_array(data: bytes, pos: int, what: str) -> tuple[int, int]:
     return count, pos2
 
 
-def array_items_end(data: bytes, count: int, pos: int) -> tuple[bool, int]:
-    """After reading items of an array: (whether it is finished, position past it).
+def read_array_of(data: bytes, pos: int, size: int, what: str) -> tuple[int, int]:
+    """An array that must hold `size` items (or be indefinite-length): (count, first item)."""
+    count, first = read_array(data, pos, what)
+    if count not in (size, INDEFINITE):
+        raise BundleError(f"{what} must be a {size}-item array, found {count} items at byte {pos}")
+    return count, first
 
-    For a definite array the caller knows the count; this handles the indefinite case, where the
-    array ends at a break byte."""
+
+def close_array(data: bytes, count: int, pos: int, what: str) -> int:
+    """Position past an array whose items end at `pos`: an indefinite one must end there."""
     if count == INDEFINITE:
-        if data[pos] == BREAK:
-            return True, pos + 1
-        return False, pos
-    return True, pos
+        if data[pos] != BREAK:
+            raise BundleError(f"{what} has more items than allowed (byte {pos})")
+        return pos + 1
+    return pos
 
 
 def skip_item(data: bytes, pos: int, depth: int = 0) -> int:

@@ -48,14 +48,6 @@ def _check_crc(data: bytes, crc_type: int, start: int, crc_start: int, crc_end: 
                           f"{data[crc_start:crc_end].hex()}, computed {expected.hex()}")
 
 
-def _close_array(data: bytes, count: int, pos: int, what: str) -> int:
-    if count == cbor.INDEFINITE:
-        if data[pos] != cbor.BREAK:
-            raise BundleError(f"{what} has more items than allowed (byte {pos})")
-        return pos + 1
-    return pos
-
-
 def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     count, pos = cbor.read_array(data, start, "primary block")
     if count != cbor.INDEFINITE and not 8 <= count <= 11:
@@ -77,12 +69,10 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     destination, pos = decode_eid(data, pos, "destination EID")
     source, pos = decode_eid(data, pos, "source node ID")
     report_to, pos = decode_eid(data, pos, "report-to EID")
-    ts_count, pos = cbor.read_array(data, pos, "creation timestamp")
-    if ts_count not in (2, cbor.INDEFINITE):
-        raise BundleError(f"creation timestamp must have 2 items, found {ts_count}")
+    ts_count, pos = cbor.read_array_of(data, pos, 2, "creation timestamp")
     creation_time, pos = cbor.read_uint(data, pos, "creation time")
     sequence, pos = cbor.read_uint(data, pos, "sequence number")
-    pos = _close_array(data, ts_count, pos, "creation timestamp")
+    pos = cbor.close_array(data, ts_count, pos, "creation timestamp")
     lifetime, pos = cbor.read_uint(data, pos, "lifetime")
     offset = total = None
     if fragment:
@@ -93,7 +83,7 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     if crc_type:
         crc_start, crc_end = cbor.read_bytes(data, pos, "primary block CRC")
         pos = crc_end
-    pos = _close_array(data, count, pos, "primary block")
+    pos = cbor.close_array(data, count, pos, "primary block")
     if crc_type:
         _check_crc(data, crc_type, start, crc_start, crc_end, pos, "primary block")
     primary = PrimaryBlock(destination, source, report_to, creation_time, sequence, lifetime,
@@ -118,7 +108,7 @@ def _decode_canonical(data: bytes, start: int) -> tuple[CanonicalBlock, int]:
     if crc_type:
         crc_start, crc_end = cbor.read_bytes(data, pos, f"block {number} CRC")
         pos = crc_end
-    pos = _close_array(data, count, pos, f"block {number}")
+    pos = cbor.close_array(data, count, pos, f"block {number}")
     if crc_type:
         _check_crc(data, crc_type, start, crc_start, crc_end, pos, f"block {number}")
     return CanonicalBlock(block_type, number, data[data_start:data_end], flags, crc_type), pos

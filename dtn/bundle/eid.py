@@ -110,9 +110,7 @@ _DECODED_CACHE_MAX = 4096
 
 def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
     """An EID encoded at `pos`: (EID, position after it)."""
-    count, item = cbor.read_array(data, pos, what)
-    if count not in (2, cbor.INDEFINITE):
-        raise BundleError(f"{what} must be a 2-item array, found {count} items at byte {pos}")
+    count, item = cbor.read_array_of(data, pos, 2, what)
     scheme, item = cbor.read_uint(data, item, f"{what} scheme code")
     if scheme == DTN_SCHEME:
         major = data[item] >> 5
@@ -125,18 +123,16 @@ def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
             text, end = cbor.read_text(data, item, f"{what} dtn SSP")
             eid = None
     elif scheme == IPN_SCHEME:
-        inner, end = cbor.read_array(data, item, f"{what} ipn SSP")
-        if inner not in (2, cbor.INDEFINITE):
-            raise BundleError(f"{what}: ipn SSP must be a 2-item array, found {inner} items")
+        inner, end = cbor.read_array_of(data, item, 2, f"{what} ipn SSP")
         node, end = cbor.read_uint(data, end, f"{what} ipn node number")
         service, end = cbor.read_uint(data, end, f"{what} ipn service number")
-        end = _close(data, inner, end, f"{what} ipn SSP")
+        end = cbor.close_array(data, inner, end, f"{what} ipn SSP")
         eid = None
     elif scheme == 0:
         raise BundleError(f"{what}: EID scheme code 0 is reserved (RFC 9171 9.6)")
     else:
         raise BundleError(f"{what}: unsupported EID scheme code {scheme}")
-    end = _close(data, count, end, what)
+    end = cbor.close_array(data, count, end, what)
     raw = data[pos:end]
     cached = eid_cache.get(raw)
     if cached is not None:
@@ -147,14 +143,6 @@ def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
         eid_cache.clear()
     eid_cache[bytes(raw)] = eid
     return eid, end
-
-
-def _close(data: bytes, count: int, pos: int, what: str) -> int:
-    if count == cbor.INDEFINITE:
-        if data[pos] != cbor.BREAK:
-            raise BundleError(f"{what}: too many items in indefinite-length array")
-        return pos + 1
-    return pos
 
 
 def eid_from_span(data: bytes, span: tuple[int, int], what: str) -> EID:

@@ -56,15 +56,10 @@ def encode_bundle_age(age_ms: int) -> bytes:
 
 def decode_hop_count(data: bytes) -> HopCount:
     try:
-        count, pos = cbor.read_array(data, 0, "hop count")
-        if count not in (2, cbor.INDEFINITE):
-            raise BundleError(f"hop count must be a 2-item array, found {count} items")
+        count, pos = cbor.read_array_of(data, 0, 2, "hop count")
         limit, pos = cbor.read_uint(data, pos, "hop limit")
         hops, pos = cbor.read_uint(data, pos, "hop count")
-        if count == cbor.INDEFINITE:
-            if data[pos] != cbor.BREAK:
-                raise BundleError("hop count array has more than 2 items")
-            pos += 1
+        pos = cbor.close_array(data, count, pos, "hop count")
     except IndexError:
         raise BundleError("hop count block data is truncated") from None
     _whole(data, pos, "hop count block")
