@@ -242,7 +242,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             Py_DECREF(frag_total);
             goto error;
         }
-        result = Py_BuildValue("(NNNKKKKKNNN)", destination, source, report_to, ctime, seq,
+        result = Py_BuildValue("((NNNKKKKKNN)N)", destination, source, report_to, ctime, seq,
                                lifetime, flags, crc_type, frag_offset, frag_total, blocks);
         blocks = NULL;  /* stolen by "N" */
     }
@@ -259,8 +259,9 @@ error:
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "scan(bundle, eid_cache): fields and block spans of a deterministic bundle whose CRCs "
-     "check, or None. EIDs found in eid_cache (encoded bytes -> EID) come back as objects."},
+    {"scan", scan, METH_VARARGS,
+     "scan(bundle, eid_cache): (primary block fields, block spans) of a deterministic "
+     "bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) come back as objects."},
     {NULL, NULL, 0, NULL},
 };
 

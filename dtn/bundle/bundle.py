@@ -66,7 +66,7 @@ class Bundle:
 
         `lenient=True` accepts two things the RFC 9173 Appendix A examples do: a creation time of
         0 without a bundle age block, and a primary block without CRC that no BIB protects."""
-        if not isinstance(data, bytes):
+        if data.__class__ is not bytes:
             data = bytes(data)
         return cls(*decode_blocks(data, lenient))
 

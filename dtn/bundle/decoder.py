@@ -119,7 +119,7 @@ def decode_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[Canoni
     fields = _scan(data, eid_cache) if _scan is not None else None
     if fields is None:
         return walk_blocks(data, lenient)
-    *primary_fields, spans = fields
+    primary_fields, spans = fields
     primary = PrimaryBlock(*primary_fields)
     try:
         if not (primary.destination.__class__ is primary.source.__class__
