@@ -261,7 +261,8 @@ error:
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(bundle, eid_cache): (primary block fields, block spans) of a deterministic "
-     "bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) come back as objects."},
+     "bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) "
+     "come back as objects."},
     {NULL, NULL, 0, NULL},
 };
 
