@@ -8,6 +8,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dtn.bundle import cbor
 from dtn.payload import Algorithm, CompressionError, CompressionInfo, Compressor, PayloadReason
 from dtn.payload.compression import ZSTD_MAGIC
 
@@ -116,3 +117,35 @@ def test_decompression_bomb_is_refused_in_bounded_memory():
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+def answer(call):
+    try:
+        return call()
+    except CompressionError as exc:
+        return (exc.reason, str(exc))
+
+
+@settings(max_examples=300)
+@given(
+    data=st.one_of(st.binary(max_size=300), st.just(b"abc" * 200)),
+    form=st.sampled_from(["as is", "frame", "unsized frame", "frame+tail", "cut frame"]),
+    algorithm=st.sampled_from([0, 1, 2]),
+    delta=st.sampled_from([0, 1, -1, 10_000]),
+    garbage=st.one_of(st.none(), st.binary(max_size=8)),
+)
+def test_restore_answers_as_decompress(data, form, algorithm, delta, garbage):
+    """restore's shortcut for the blocks pack() writes changes nothing: same data, or the same
+    refusal with the same message, as decoding the block and decompressing."""
+    compressor = Compressor(max_payload=400)  # "abc" * 200 is more
+    frame = zstandard.ZstdCompressor(write_content_size=form != "unsized frame").compress(data)
+    payload = {"as is": data, "frame+tail": frame + b"\x00", "cut frame": frame[:-1]}.get(
+        form, frame
+    )
+    length = max(len(data) + delta, 0)
+    block = garbage if garbage is not None else b"\x82" + bytes([algorithm]) + cbor.uint(length)
+
+    def decompress():
+        return compressor.decompress(payload, CompressionInfo.decode(block))
+
+    assert answer(lambda: compressor.restore(payload, block)) == answer(decompress)

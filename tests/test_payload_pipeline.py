@@ -1,21 +1,33 @@
 """The send and deliver pipelines: round trips, tampering, keys, policy, counters."""
 
 import os
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dtn.bundle import EID, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
+from dtn.bundle import EID, BlockFlags, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
 from dtn.payload import (
     COMPRESSION_BLOCK_TYPE,
     Algorithm,
     CompressionInfo,
+    Compressor,
     PayloadPipeline,
     PayloadReason,
     PayloadRejected,
 )
-from dtn.security import Keyring, Reason, SecurityPolicy
+from dtn.payload import pipeline as pipeline_module
+from dtn.security import (
+    AesVariant,
+    Keyring,
+    Reason,
+    SecurityPolicy,
+    ShaVariant,
+    accept,
+    add_bcb,
+    add_bib,
+)
 
 EARTH, MARS = EID.parse("ipn:1.0"), EID.parse("ipn:2.0")
 KEYS = Keyring(
@@ -317,3 +329,140 @@ def test_sealing_twice_is_a_caller_error():
     bundle = Bundle.decode(send(earth, TELEMETRY))
     with pytest.raises(ValueError, match="sealed already"):
         earth.seal(bundle)
+
+
+@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("kind", ["compressible", "random"])
+def test_sealing_writes_what_bpsec_writes(name, kind):
+    """The pipeline's templates give the blocks, bytes and numbers add_bib and add_bcb give,
+    drawing the same random bytes (a fresh key before the IV under key wrap)."""
+    rule = RULES[name]
+    data = TELEMETRY if kind == "compressible" else os.urandom(300)
+    policy = SecurityPolicy.from_config({"rule": [{"destination": "ipn:2.*", **rule}]})
+    earth = PayloadPipeline(policy, KEYS, EARTH, random_bytes=random.Random(5).randbytes)
+    sealed = earth.send(data, "ipn:1.1", "ipn:2.1", creation_time=1, hop_limit=9)
+
+    by_hand = Bundle.create("ipn:1.1", "ipn:2.1", data, creation_time=1, hop_limit=9)
+    compressed = Compressor().compress(data)
+    algorithm = Algorithm.STORED if compressed is None else Algorithm.ZSTD
+    marker = CompressionInfo(algorithm, len(data)).encode()
+    by_hand.insert_block(CanonicalBlock(COMPRESSION_BLOCK_TYPE, 3, marker, 1, 2))
+    by_hand.payload = data if compressed is None else compressed
+    options = {
+        "security_source": EARTH,
+        "scope": rule.get("scope", 7),
+        "key_wrap": rule.get("key_wrap", False),
+        "random_bytes": random.Random(5).randbytes,
+        "crc_type": 2,
+    }
+    if "bib" in rule:
+        key = KEYS.get(rule.get("bib_key", rule["key"]))
+        variant = ShaVariant[rule["bib"].replace("-", "_")]
+        add_bib(by_hand, [0 if "bcb" in rule else 1], key, variant=variant, **options)
+    if "bcb" in rule:
+        add_bcb(by_hand, [1], KEYS.get(rule["key"]), variant=AesVariant[rule["bcb"]], **options)
+    assert sealed.encode() == by_hand.encode()
+
+
+def outcome(pipeline: PayloadPipeline, wire: bytes) -> bytes | str:
+    try:
+        return receive(pipeline, wire)
+    except PayloadRejected as exc:
+        return exc.reason
+
+
+@pytest.mark.parametrize("name", ["bcb-256", "bcb-128-wrapped", "bcb-128-scope-1"])
+def test_a_known_sender_is_judged_as_on_first_sight(name, monkeypatch):
+    """After one good bundle, a receiver opens its sender's next BCBs from a template. Every
+    tampered bundle gets the same answer from it as from a receiver that never saw the sender
+    (the general path): the data, or the same reason."""
+    earth, warm = pair(RULES[name])
+    assert receive(warm, send(earth, TELEMETRY, sequence=1)) == TELEMETRY
+    checked = []
+    monkeypatch.setattr(
+        pipeline_module, "accept", lambda *args: checked.append(args) or accept(*args)
+    )
+    wire = send(earth, TELEMETRY[:400], sequence=2)
+    assert receive(warm, wire) == TELEMETRY[:400] and not checked  # the template path
+    tampered = []
+    for index, block in enumerate(Bundle.decode(wire).blocks):
+        for bit in range(len(block.data) * 8):
+
+            def flip(bundle, index=index, bit=bit):
+                raw = bytearray(bundle.blocks[index].data)
+                raw[bit // 8] ^= 1 << (bit % 8)
+                bundle.blocks[index].data = bytes(raw)
+
+            tampered.append(edited(wire, flip))
+    for field, value in (("creation_time", 1), ("sequence", 3), ("source", EID.parse("ipn:1.2"))):
+        tampered.append(
+            edited(wire, lambda bundle, f=field, v=value: setattr(bundle.primary, f, v))
+        )
+    changes = (drop(COMPRESSION_BLOCK_TYPE), drop(BlockType.BCB), discard_bcb)
+    for change in (*changes, copy_of(BlockType.BCB), copy_of(COMPRESSION_BLOCK_TYPE), as_bib):
+        tampered.append(edited(wire, change))
+    answers = set()
+    for bundle in tampered:
+        try:
+            Bundle.decode(bundle)
+        except BundleError:
+            continue
+        fresh = pair(RULES[name])[1]
+        answers.add(outcome(warm, bundle))
+        assert outcome(warm, bundle) == outcome(fresh, bundle)
+    assert Reason.DECRYPTION_FAILED in answers and len(answers) > 2
+    assert receive(warm, send(earth, TELEMETRY, sequence=4)) == TELEMETRY
+
+
+def copy_of(block_type: int):
+    def change(bundle: Bundle) -> None:
+        block = bundle.block_of_type(block_type)
+        copy = CanonicalBlock(block_type, 9, block.data, block.flags, block.crc_type)
+        bundle.blocks.insert(0, copy)
+
+    return change
+
+
+def as_bib(bundle: Bundle) -> None:
+    """A BIB beside the BCB, holding the BCB's ASB."""
+    bcb = bundle.block_of_type(BlockType.BCB)
+    bundle.blocks.insert(0, CanonicalBlock(BlockType.BIB, 9, bcb.data, 0, bcb.crc_type))
+
+
+def discard_bcb(bundle: Bundle) -> None:
+    bundle.block_of_type(BlockType.BCB).flags |= BlockFlags.DISCARD_IF_UNPROCESSABLE
+
+
+def test_a_known_bcb_does_not_excuse_a_missing_bib():
+    """The security source's BCB is known, but the bundle's source is under a rule that also
+    asks for a BIB: refused as by the general path."""
+    earth, _ = pair(RULES["bcb-256"])
+    rules = [
+        {"source": "ipn:1.*", **RULES["bcb-256"]},
+        {"source": "ipn:3.*", **RULES["bcb+bib"]},
+    ]
+    mars = PayloadPipeline(SecurityPolicy.from_config({"rule": rules}), KEYS, MARS)
+    assert receive(mars, send(earth, TELEMETRY)) == TELEMETRY
+    unsigned = earth.send(TELEMETRY, "ipn:3.1", "ipn:2.1", creation_time=1).encode()
+    with pytest.raises(PayloadRejected, match="must be signed") as caught:
+        receive(mars, unsigned)
+    assert caught.value.reason == PayloadReason.POLICY
+
+
+def test_sealing_a_bundle_with_its_own_bib_takes_the_checked_path():
+    """The caller's BIB over the hop count stays, numbered as it was; the rule's blocks are
+    added around it as add_bib and add_bcb place them, and the receiver verifies all three."""
+    earth, mars = pair(RULES["bcb+bib"])
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", TELEMETRY, creation_time=1, hop_limit=9)
+    own = add_bib(bundle, [2], KEYS.get("sign"), security_source=EARTH, crc_type=2)
+    earth.seal(bundle)
+    types = [(block.block_type, block.number) for block in bundle.blocks]
+    assert types == [
+        (BlockType.BIB, own.number),
+        (BlockType.BIB, 5),
+        (BlockType.BCB, 6),
+        (BlockType.HOP_COUNT, 2),
+        (COMPRESSION_BLOCK_TYPE, 4),
+        (BlockType.PAYLOAD, 1),
+    ]
+    assert receive(mars, bundle.encode()) == TELEMETRY

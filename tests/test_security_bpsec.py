@@ -304,3 +304,41 @@ def test_caller_errors_on_numbers_and_scope():
         add_bcb(make_bundle(), [1], KEY32, security_source=SOURCE, block_number=0)
     with pytest.raises(ValueError, match="0..7"):
         add_bcb(make_bundle(), [1], KEY32, security_source=SOURCE, scope=8)
+
+
+def byte_strings(pairs: dict) -> list[bytes]:
+    return [value for value in pairs.values() if isinstance(value, bytes)]
+
+
+@settings(max_examples=200)
+@given(
+    targets=st.lists(st.integers(0, 2**32), min_size=1, max_size=4, unique=True),
+    parameters=asb_pairs,
+    data=st.data(),
+)
+def test_layout_fills_and_matches_like_the_encoder(targets, parameters, data):
+    """Templates splice new byte-string contents into an encoding; whatever the fixed bytes
+    hold (CBOR for 37 is 0x18 0x25, a '%'; regex metacharacters), the result is what the
+    encoder writes, and only encodings of that layout match."""
+    results = [data.draw(asb_pairs) for _ in targets]
+    asb = AbstractSecurityBlock(targets, 2, EID.parse("dtn://(.*)%s/"), parameters, results)
+    layout = asb.layout()
+    values = tuple(byte_strings(parameters) + [v for r in results for v in byte_strings(r)])
+    encoded = asb.encode()
+    assert layout.fill(values) == encoded
+    assert layout.match(encoded) == values
+    fresh = tuple(data.draw(st.binary(min_size=len(v), max_size=len(v))) for v in values)
+    refilled = layout.fill(fresh)
+    assert layout.match(refilled) == fresh
+    assert AbstractSecurityBlock.decode(refilled).encode() == refilled
+    assert layout.with_values(fresh).encode() == refilled
+    assert layout.match(encoded + b"\x00") is None
+    assert layout.match(encoded[:-1]) is None
+    for start, end in layout.holes:  # a change outside the holes is another layout
+        assert layout.match(flip(encoded, start - 1)) is None
+        if end > start:
+            assert layout.match(flip(encoded, start)) is not None
+
+
+def flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]

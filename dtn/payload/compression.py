@@ -36,6 +36,7 @@ COMPRESSION_BLOCK_FLAGS = int(BlockFlags.REPLICATE_IN_FRAGMENTS)
 DEFAULT_LEVEL = 3
 DEFAULT_MAX_PAYLOAD = 64 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 3.1.1, little-endian 0xFD2FB528
+_ARRAY_HEAD = b"\x82"  # the block data: a 2-item array
 _MAX_WINDOW_LOG = 27  # zstd's own default limit for decoders (128 MiB)
 
 
@@ -45,6 +46,8 @@ class Algorithm(IntEnum):
 
 
 _ALGORITHMS = {int(algorithm): algorithm for algorithm in Algorithm}
+_STORED_HEAD = _ARRAY_HEAD + cbor.uint(Algorithm.STORED)  # the block data up to the length
+_ZSTD_HEAD = _ARRAY_HEAD + cbor.uint(Algorithm.ZSTD)
 
 
 class CompressionInfo(NamedTuple):
@@ -52,7 +55,7 @@ class CompressionInfo(NamedTuple):
     original_length: int
 
     def encode(self) -> bytes:
-        return b"\x82" + cbor.uint(self.algorithm) + cbor.uint(self.original_length)
+        return _ARRAY_HEAD + cbor.uint(self.algorithm) + cbor.uint(self.original_length)
 
     @classmethod
     def decode(cls, data: bytes) -> CompressionInfo:
@@ -96,6 +99,24 @@ class Compressor:
             return compressed
         return None
 
+    def pack(self, data: bytes) -> tuple[bytes | None, bytes]:
+        """(compress(data), the payload compression block's data for it)."""
+        compressed = self.compress(data)
+        head = _STORED_HEAD if compressed is None else _ZSTD_HEAD
+        return compressed, head + cbor.uint(len(data))
+
+    def restore(self, payload: bytes, block_data: bytes) -> bytes:
+        """The original payload, given the payload compression block's data: what
+        decompress(payload, CompressionInfo.decode(block_data)) returns or raises. The block must
+        say what follows from the payload; when it says that as pack() writes it and within the
+        maximum, it needs no reading, and a stored payload no copy."""
+        stored = payload[:4] != ZSTD_MAGIC
+        length = len(payload) if stored else _content_size(payload)
+        head = _STORED_HEAD if stored else _ZSTD_HEAD
+        if length < 0 or length > self.max_payload or block_data != head + cbor.uint(length):
+            return self.decompress(payload, CompressionInfo.decode(block_data))
+        return payload if stored else self._inflate(payload)
+
     def decompress(self, data: bytes, info: CompressionInfo) -> bytes:
         """The original payload; CompressionError, in bounded memory, for anything else."""
         declared = info.original_length
@@ -132,10 +153,22 @@ class Compressor:
                 f"the Zstandard frame holds {content_size} bytes (-1: unknown), its "
                 f"compression block says {declared}"
             )
+        return self._inflate(data)
+
+    def _inflate(self, frame: bytes) -> bytes:
+        """A frame whose content size is checked, decompressed; nothing may follow it."""
         try:
-            return self._decompressor.decompress(data, allow_extra_data=False)
+            return self._decompressor.decompress(frame, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise _failed(f"the payload does not decompress: {exc}") from None
+
+
+def _content_size(frame: bytes) -> int:
+    """The content size a Zstandard frame header states; -1 when it states none or is broken."""
+    try:
+        return zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        return -1
 
 
 def _failed(message: str) -> CompressionError:

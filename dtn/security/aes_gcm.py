@@ -6,10 +6,14 @@ key, 4 AAD scope flags (7 when absent). Result: 1 the 16-byte authentication tag
 replaces the target's data in place, same length as the plaintext (RFC 9173 4.4).
 
 The additional authenticated data is the scope prefix alone (see scope.py): no target data.
+
+`BcbTemplate` is the per-bundle path for a security source that encrypts one target of bundle
+after bundle alike (the payload pipeline): see its docstring.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -17,10 +21,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .asb import Value
+from dtn.bundle import EID, BlockType, CanonicalBlock, PrimaryBlock
+
+from .asb import AbstractSecurityBlock, Value
 from .errors import Reason, SecurityError
-from .keywrap import unwrap_key
-from .scope import FULL_SCOPE, check_scope
+from .keywrap import KEY_ENCRYPTION_KEY_SIZES, unwrap_key, wrap_key
+from .scope import FULL_SCOPE, block_header, check_scope, scope_prefix
 
 CONTEXT_ID = 2
 IV_SIZE = 12
@@ -36,6 +42,7 @@ _IV_SIZES = range(8, 17)  # 12 is what RFC 9173 recommends and what this module 
 # Above this size the one-shot AESGCM call would first join ciphertext and tag into a new buffer;
 # the streaming decryptor takes the tag separately and saves that copy.
 _STREAM_MIN = 128 * 1024
+_BCB = BlockType.BCB
 
 
 class AesVariant(IntEnum):
@@ -104,18 +111,18 @@ class BcbParameters(NamedTuple):
 
 
 def encrypt(
-    content_key: bytes, iv: bytes, plaintext: bytes, aad: bytes
+    content_key: bytes, iv: bytes, plaintext: bytes | memoryview, aad: bytes
 ) -> tuple[memoryview, dict[int, Value]]:
     """(ciphertext, result set). The ciphertext is a view of AESGCM's output (ciphertext then
     tag), so a large payload is not copied again to cut the tag off."""
-    sealed = AESGCM(content_key).encrypt(iv, plaintext, aad)
-    return memoryview(sealed)[:-TAG_SIZE], {_RESULT_TAG: sealed[-TAG_SIZE:]}
+    ciphertext, tag = _seal(AESGCM(content_key), iv, plaintext, aad)
+    return ciphertext, {_RESULT_TAG: tag}
 
 
 def decrypt(
     content_key: bytes,
     iv: bytes,
-    ciphertext: bytes,
+    ciphertext: bytes | memoryview,
     aad: bytes,
     result: dict[int, Value],
     what: str,
@@ -128,17 +135,137 @@ def decrypt(
             f"{TAG_SIZE}-byte authentication tag (result id 1)",
         )
     try:
-        if len(ciphertext) < _STREAM_MIN:
-            return AESGCM(content_key).decrypt(iv, b"".join((ciphertext, tag)), aad)
-        decryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv, tag)).decryptor()
-        decryptor.authenticate_additional_data(aad)
-        plaintext = decryptor.update(ciphertext)
-        decryptor.finalize()
-        return plaintext
+        return _open(AESGCM(content_key), content_key, iv, ciphertext, tag, aad)
     except InvalidTag:
-        raise SecurityError(
-            Reason.DECRYPTION_FAILED,
-            f"{what}: authentication failed (the "
-            "ciphertext, its tag or the authenticated data were changed, or the "
-            "key is not the sender's)",
-        ) from None
+        raise _authentication_failed(what) from None
+
+
+class BcbTemplate:
+    """BCB-AES-GCM over one target, bundle after bundle, for one security source, key and set
+    of parameters: what the payload pipeline adds to, and opens on, every bundle.
+
+    The ASB is encoded once, by the generic encoder, into a layout whose holes are the IV, the
+    wrapped key (with key wrap) and the tag, so a block written from the template has the bytes
+    bpsec.add_bcb writes. Without key wrap the AES context is kept. A received BCB whose ASB
+    matches the layout has exactly the template's targets, security source and parameters:
+    only its IV, wrapped key and tag are new, and `open` decrypts it. The RFC 9172 rules about
+    the bundle's other blocks are the caller's to check; bpsec.add_bcb and bpsec.accept are the
+    checked, general paths.
+    """
+
+    __slots__ = ("variant", "scope", "_key", "_aead", "_layout")
+
+    def __init__(
+        self,
+        key: bytes,
+        security_source: EID,
+        target: int,
+        *,
+        variant: AesVariant = DEFAULT_VARIANT,
+        scope: int = FULL_SCOPE,
+        key_wrap: bool = False,
+    ) -> None:
+        """`key` is the AES key, or with `key_wrap` the key-encryption key for a fresh content
+        key per block. ValueError for a key of the wrong size."""
+        sizes = KEY_ENCRYPTION_KEY_SIZES if key_wrap else (variant.key_size,)
+        if len(key) not in sizes:
+            raise ValueError(
+                f"{'a key-encryption key' if key_wrap else variant.name} needs a key of "
+                f"{' or '.join(map(str, sizes))} bytes, not {len(key)}"
+            )
+        self.variant, self.scope, self._key = variant, scope, key
+        self._aead = None if key_wrap else AESGCM(key)
+        wrapped = bytes(variant.key_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
+        parameters = BcbParameters(bytes(IV_SIZE), variant, scope, wrapped)
+        asb = AbstractSecurityBlock(
+            [target],
+            CONTEXT_ID,
+            security_source,
+            parameters.to_asb(),
+            [{_RESULT_TAG: bytes(TAG_SIZE)}],
+        )
+        self._layout = asb.layout()
+
+    def encrypt(
+        self,
+        target: CanonicalBlock,
+        primary: bytes,
+        number: int,
+        flags: int,
+        crc_type: int,
+        random_bytes: Callable[[int], bytes],
+    ) -> CanonicalBlock:
+        """Encrypt `target` in place (its data becomes a view of the ciphertext) and return the
+        BCB, block `number`, for the caller to insert. `primary` is the encoded primary block."""
+        if self._aead is None:  # random bytes drawn in add_bcb's order: key, then IV
+            content_key = random_bytes(self.variant.key_size)
+            aead, wrapped = AESGCM(content_key), (wrap_key(self._key, content_key),)
+        else:
+            aead, wrapped = self._aead, ()
+        iv = random_bytes(IV_SIZE)
+        if len(iv) != IV_SIZE:
+            raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
+        aad = scope_prefix(self.scope, primary, target, block_header(_BCB, number, flags))
+        target.data, tag = _seal(aead, iv, target.data_view, aad)
+        return CanonicalBlock(_BCB, number, self._layout.fill((iv, *wrapped, tag)), flags, crc_type)
+
+    def open(
+        self, bcb: CanonicalBlock, target: CanonicalBlock, primary: PrimaryBlock
+    ) -> bytes | None:
+        """The plaintext of `target` if `bcb`'s ASB was written from this template (None if
+        not); SecurityError as bpsec.accept raises it if the key unwrap or authentication fails."""
+        holes = self._layout.match(bcb.data)
+        if holes is None:
+            return None
+        aad = scope_prefix(
+            self.scope, primary.encode(), target, block_header(_BCB, bcb.number, bcb.flags)
+        )
+        if self._aead is None:
+            iv, wrapped, tag = holes
+            parameters = BcbParameters(iv, self.variant, self.scope, wrapped)
+            content_key = parameters.content_key(self._key, _bcb_name(bcb))
+            aead = AESGCM(content_key)
+        else:
+            (iv, tag), content_key, aead = holes, self._key, self._aead
+        try:
+            return _open(aead, content_key, iv, target.data_view, tag, aad)
+        except InvalidTag:
+            raise _authentication_failed(_bcb_name(bcb)) from None
+
+
+def _seal(
+    aead: AESGCM, iv: bytes, plaintext: bytes | memoryview, aad: bytes
+) -> tuple[memoryview, bytes]:
+    sealed = aead.encrypt(iv, plaintext, aad)
+    return memoryview(sealed)[:-TAG_SIZE], sealed[-TAG_SIZE:]
+
+
+def _open(
+    aead: AESGCM,
+    content_key: bytes,
+    iv: bytes,
+    ciphertext: bytes | memoryview,
+    tag: bytes,
+    aad: bytes,
+) -> bytes:
+    """The plaintext; InvalidTag when authentication fails."""
+    if len(ciphertext) < _STREAM_MIN:
+        return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
+    decryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv, tag)).decryptor()
+    decryptor.authenticate_additional_data(aad)
+    plaintext = decryptor.update(ciphertext)
+    decryptor.finalize()
+    return plaintext
+
+
+def _bcb_name(bcb: CanonicalBlock) -> str:
+    return f"BCB (block {bcb.number})"
+
+
+def _authentication_failed(what: str) -> SecurityError:
+    return SecurityError(
+        Reason.DECRYPTION_FAILED,
+        f"{what}: authentication failed (the "
+        "ciphertext, its tag or the authenticated data were changed, or the "
+        "key is not the sender's)",
+    )

@@ -87,7 +87,7 @@ def add_bib(
     results = []
     for target_number in targets:
         target = blocks.get(target_number)
-        data = primary if target is None else target.data
+        data = primary if target is None else target.data_view
         prefix = scope_prefix(scope, primary, target, header)
         results.append(hmac_sha2.sign(hmac_key, variant, prefix, data))
     asb = AbstractSecurityBlock(
@@ -141,7 +141,7 @@ def add_bcb(
     for target_number in targets:
         target = blocks[target_number]
         aad = scope_prefix(scope, primary, target, header)
-        target.data, result = aes_gcm.encrypt(content_key, iv, target.data, aad)
+        target.data, result = aes_gcm.encrypt(content_key, iv, target.data_view, aad)
         results.append(result)
     parameters = BcbParameters(iv, variant, scope, wrapped)
     asb = AbstractSecurityBlock(
@@ -224,7 +224,7 @@ def _decrypt(
         target = blocks[number]
         aad = scope_prefix(parameters.scope, primary, target, header)
         accepted.plaintext[number] = aes_gcm.decrypt(
-            content_key, parameters.iv, target.data, aad, result, what
+            content_key, parameters.iv, target.data_view, aad, result, what
         )
     accepted.security_blocks.append(bcb.number)
     return set(asb.targets)
@@ -255,7 +255,7 @@ def _verify(
     header = block_header(_BIB, bib.number, bib.flags)
     for number, result in zip(asb.targets, asb.results, strict=True):
         target = blocks.get(number)
-        data = primary if target is None else accepted.plaintext.get(number, target.data)
+        data = primary if target is None else accepted.plaintext.get(number, target.data_view)
         prefix = scope_prefix(parameters.scope, primary, target, header)
         hmac_sha2.verify(hmac_key, parameters.variant, prefix, data, result, what)
         accepted.verified.add(number)

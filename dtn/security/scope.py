@@ -9,6 +9,7 @@ the selected parts, as a CBOR sequence; `scope_prefix` builds that shared start.
 from __future__ import annotations
 
 from enum import IntFlag
+from functools import lru_cache
 
 from dtn.bundle import BlockFlags, CanonicalBlock, cbor
 
@@ -26,6 +27,7 @@ _PRIMARY_BLOCK = int(Scope.PRIMARY_BLOCK)
 _TARGET_HEADER = int(Scope.TARGET_HEADER)
 _SECURITY_HEADER = int(Scope.SECURITY_HEADER)
 FULL_SCOPE = _PRIMARY_BLOCK | _TARGET_HEADER | _SECURITY_HEADER
+_FULL_SCOPE_HEAD = cbor.uint(FULL_SCOPE)
 
 # RFC 9172 4: reserved block processing flags are 0 in the canonical form of a block header.
 _ASSIGNED_BLOCK_FLAGS = int(
@@ -36,6 +38,7 @@ _ASSIGNED_BLOCK_FLAGS = int(
 )
 
 
+@lru_cache(maxsize=1024)  # a few block numbers and flag sets recur in every bundle
 def block_header(block_type: int, number: int, flags: int) -> bytes:
     """The canonical header of a canonical block: type code, number, flags, as CBOR uints."""
     return cbor.uint(block_type) + cbor.uint(number) + cbor.uint(flags & _ASSIGNED_BLOCK_FLAGS)
@@ -57,6 +60,15 @@ def scope_prefix(
     """The flags, then the parts they select. `target` None means the primary block: its own
     encoding is the target data, so the primary and target header flags add nothing
     (RFC 9173 3.7)."""
+    if scope == FULL_SCOPE and target is not None:  # the default, on every bundle
+        return b"".join(
+            (
+                _FULL_SCOPE_HEAD,
+                primary,
+                block_header(target.block_type, target.number, target.flags),
+                security_header,
+            )
+        )
     parts = [cbor.uint(scope)]
     if target is not None:
         if scope & _PRIMARY_BLOCK:
