@@ -7,36 +7,14 @@ the primary and payload blocks. Run: python -m tools.bench.codec
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
 from dtn.bundle import Bundle, CRCType
 from dtn.clock import unix_from_dtn_ms
+from tools.bench.timing import best_rates
 
 SOURCE, DESTINATION, REPORT_TO = "dtn://earth-gs/", "dtn://mars-base/inbox", "dtn://earth-gs/"
 CREATION_TIME = 817_000_000_000
-
-
-def rate(action: Callable[[], object], seconds: float = 1.5, rounds: int = 9) -> float:
-    """Calls per second: the best of `rounds` timed batches (the least disturbed by other work
-    on the machine), `seconds` in all."""
-    count = 1
-    while True:  # find a batch that takes ~20 ms
-        start = time.perf_counter()
-        for _ in range(count):
-            action()
-        elapsed = time.perf_counter() - start
-        if elapsed > 0.02:
-            break
-        count *= 2
-    batch = max(1, int(count * (seconds / rounds) / elapsed))
-    best = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(batch):
-            action()
-        best = max(best, batch / (time.perf_counter() - start))
-    return best
+ROUNDS = 15
 
 
 def dtn_bundle(payload: bytes) -> Bundle:
@@ -76,13 +54,12 @@ def main() -> None:
             peer_rows = {"encode": lambda b=theirs: bytes(b),
                          "decode": lambda r=their_raw: PyBundle.parse(r)}
         for name, action in rows:
-            ours_rate = rate(action)
             if name in peer_rows:
-                peer_rate = rate(peer_rows[name])
+                ours_rate, peer_rate = best_rates([action, peer_rows[name]], ROUNDS)
                 print(f"{size:>8} {name:>7} {ours_rate:>12,.0f} {peer_rate:>12,.0f} "
                       f"{ours_rate / peer_rate:>6.2f}x")
             else:
-                print(f"{size:>8} {name:>7} {ours_rate:>12,.0f}")
+                print(f"{size:>8} {name:>7} {best_rates([action], ROUNDS)[0]:>12,.0f}")
 
 
 if __name__ == "__main__":

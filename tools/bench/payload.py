@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import random
-import time
-from collections.abc import Callable
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from dtn.bundle import EID, Bundle
 from dtn.payload import PayloadPipeline
 from dtn.security import Keyring, SecurityPolicy
+from tools.bench.timing import best_rates
 
 SIZES = (64 * 1024, 1024 * 1024)
 SOURCE, DESTINATION = EID.parse("ipn:1.1"), EID.parse("ipn:2.1")  # parsed once, as by a node
@@ -74,30 +73,6 @@ def pipelines(bib: bool, level: int) -> tuple[PayloadPipeline, PayloadPipeline]:
     sender = PayloadPipeline(policy, keys, EID.parse("ipn:1.0"), compression_level=level)
     receiver = PayloadPipeline(policy, keys, EID.parse("ipn:2.0"), compression_level=level)
     return sender, receiver
-
-
-def best_rates(actions: list[Callable[[], object]], rounds: int) -> list[float]:
-    """Calls per second of each action: batches of ~30 ms, interleaved, best of `rounds`."""
-    batches = []
-    for action in actions:
-        count = 1
-        while True:
-            start = time.perf_counter()
-            for _ in range(count):
-                action()
-            elapsed = time.perf_counter() - start
-            if elapsed > 0.01:
-                break
-            count *= 2
-        batches.append(max(1, int(count * 0.03 / elapsed)))
-    best = [0.0] * len(actions)
-    for _ in range(rounds):
-        for index, (action, batch) in enumerate(zip(actions, batches, strict=True)):
-            start = time.perf_counter()
-            for _ in range(batch):
-                action()
-            best[index] = max(best[index], batch / (time.perf_counter() - start))
-    return best
 
 
 def measure(
