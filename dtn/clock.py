@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 DTN_EPOCH_UNIX = 946_684_800  # 2000-01-01T00:00:00Z, the zero of DTN time (RFC 9171 4.2.6)
 EPOCH_ENV = "DTN_CLOCK_EPOCH"
@@ -58,3 +59,28 @@ def dtn_time_ms(mission_unix: float) -> int:
 
 def unix_from_dtn_ms(dtn_ms: int) -> float:
     return DTN_EPOCH_UNIX + dtn_ms / 1000
+
+
+def clock_from_config(table: Mapping[str, object]) -> ScaledClock:
+    """The clock a `[clock]` config table describes, shared by node and emulator configs.
+
+    `time_scale` defaults to $DTN_TIME_SCALE, else 1; `epoch` (Unix seconds) to `default_epoch()`.
+    Raises ValueError naming the bad key.
+    """
+    unknown = sorted(set(table) - {"time_scale", "epoch"})
+    if unknown:
+        raise ValueError(f"unknown key(s) in [clock]: {', '.join(unknown)}")
+    scale = table.get("time_scale")
+    if scale is None:
+        try:
+            scale = float(os.environ.get(SCALE_ENV) or 1.0)
+        except ValueError:
+            raise ValueError(
+                f"${SCALE_ENV} must be a number, got {os.environ[SCALE_ENV]!r}"
+            ) from None
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e12:
+        raise ValueError(f"[clock] time_scale must be a positive number, got {scale!r}")
+    epoch = table.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int | float)):
+        raise ValueError(f"[clock] epoch must be Unix seconds, got {epoch!r}")
+    return ScaledClock(scale, None if epoch is None else float(epoch))
