@@ -199,25 +199,31 @@ def test_unknown_security_context_is_unsupported():
 
 
 @pytest.mark.parametrize(
-    ("parameters", "reason"),
+    ("add", "parameters", "reason"),
     [
-        ({1: b"short"}, Reason.MALFORMED),
-        ({1: bytes(12), 2: 2}, Reason.UNSUPPORTED_CONTEXT),
-        ({1: bytes(12), 4: 8}, Reason.MALFORMED),
-        ({1: bytes(12), 9: 0}, Reason.MALFORMED),
-        ({1: bytes(12), 3: b"not a wrapped key"}, Reason.MALFORMED),
-        ({1: bytes(12), 3: bytes(40)}, Reason.DECRYPTION_FAILED),
-        ({1: RawValue(b"\x80")}, Reason.MALFORMED),
+        (add_bcb, {1: b"short"}, Reason.MALFORMED),
+        (add_bcb, {1: bytes(12), 2: 2}, Reason.UNSUPPORTED_CONTEXT),
+        (add_bcb, {1: bytes(12), 4: 8}, Reason.MALFORMED),
+        (add_bcb, {1: bytes(12), 9: 0}, Reason.MALFORMED),
+        (add_bcb, {1: bytes(12), 3: b"not a wrapped key"}, Reason.MALFORMED),
+        (add_bcb, {1: bytes(12), 3: bytes(40)}, Reason.DECRYPTION_FAILED),
+        (add_bcb, {1: RawValue(b"\x80")}, Reason.MALFORMED),
+        (add_bib, {1: 4}, Reason.UNSUPPORTED_CONTEXT),
+        (add_bib, {1: RawValue(b"\x80")}, Reason.UNSUPPORTED_CONTEXT),
+        (add_bib, {3: 8}, Reason.MALFORMED),
+        (add_bib, {4: 0}, Reason.MALFORMED),
+        (add_bib, {2: 5}, Reason.MALFORMED),  # not a byte string
+        (add_bib, {2: bytes(40)}, Reason.DECRYPTION_FAILED),
     ],
 )
-def test_bad_bcb_parameters(parameters, reason):
+def test_bad_context_parameters(add, parameters, reason):
     bundle = make_bundle()
-    block = add_bcb(bundle, [1], KEY32, security_source=SOURCE)
+    block = add(bundle, [1], KEY32, security_source=SOURCE)
     asb = AbstractSecurityBlock.decode(block.data)
     asb.parameters = parameters
     block.data = asb.encode()
     with pytest.raises(SecurityError) as caught:
-        accept(Bundle.decode(bundle.encode()), keys_for(bcb=KEY32))
+        accept(Bundle.decode(bundle.encode()), keys_for(bcb=KEY32, bib=KEY32))
     assert caught.value.reason == reason
 
 

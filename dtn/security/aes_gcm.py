@@ -26,7 +26,8 @@ from dtn.bundle import EID, BlockType, CanonicalBlock, PrimaryBlock
 from .asb import AbstractSecurityBlock, Value
 from .errors import Reason, SecurityError
 from .keywrap import KEY_ENCRYPTION_KEY_SIZES, unwrap_key, wrap_key
-from .scope import FULL_SCOPE, block_header, check_scope, scope_prefix
+from .parameters import SharedParameters
+from .scope import FULL_SCOPE, block_header, scope_prefix
 
 CONTEXT_ID = 2
 IV_SIZE = 12
@@ -37,7 +38,6 @@ _PARAM_AES_VARIANT = 2
 _PARAM_WRAPPED_KEY = 3
 _PARAM_SCOPE = 4
 _RESULT_TAG = 1
-_PARAMETER_IDS = frozenset((_PARAM_IV, _PARAM_AES_VARIANT, _PARAM_WRAPPED_KEY, _PARAM_SCOPE))
 _IV_SIZES = range(8, 17)  # 12 is what RFC 9173 recommends and what this module writes
 # Above this size the one-shot AESGCM call would first join ciphertext and tag into a new buffer;
 # the streaming decryptor takes the tag separately and saves that copy.
@@ -55,7 +55,16 @@ class AesVariant(IntEnum):
 
 
 DEFAULT_VARIANT = AesVariant.A256GCM  # RFC 9173 4.3.2: when the parameter is absent
-_VARIANTS = {int(variant): variant for variant in AesVariant}  # a dict beats an enum call
+_SHARED = SharedParameters(
+    "BCB-AES-GCM",
+    DEFAULT_VARIANT,
+    variant_id=_PARAM_AES_VARIANT,
+    wrapped_key_id=_PARAM_WRAPPED_KEY,
+    scope_id=_PARAM_SCOPE,
+    other_ids=(_PARAM_IV,),
+    variant_name="AES",
+    known_variants="1 and 3",
+)
 
 
 class BcbParameters(NamedTuple):
@@ -66,35 +75,17 @@ class BcbParameters(NamedTuple):
 
     def to_asb(self) -> dict[int, Value]:
         """IV, variant and scope are always written, as the RFC 9173 examples do."""
-        parameters: dict[int, Value] = {_PARAM_IV: self.iv, _PARAM_AES_VARIANT: int(self.variant)}
-        if self.wrapped_key is not None:
-            parameters[_PARAM_WRAPPED_KEY] = self.wrapped_key
-        parameters[_PARAM_SCOPE] = self.scope
-        return parameters
+        return _SHARED.write({_PARAM_IV: self.iv}, self.variant, self.scope, self.wrapped_key)
 
     @classmethod
     def from_asb(cls, parameters: dict[int, Value], what: str) -> BcbParameters:
-        if not parameters.keys() <= _PARAMETER_IDS:
-            unknown = sorted(parameters.keys() - _PARAMETER_IDS)
-            raise SecurityError(
-                Reason.MALFORMED, f"{what}: unknown BCB-AES-GCM parameter ids {unknown}"
-            )
+        _SHARED.check_ids(parameters, what)
         iv = parameters.get(_PARAM_IV)
         if not isinstance(iv, bytes) or len(iv) not in _IV_SIZES:
             raise SecurityError(
                 Reason.MALFORMED, f"{what}: the IV parameter must be a byte string of 8 to 16 bytes"
             )
-        value = parameters.get(_PARAM_AES_VARIANT, DEFAULT_VARIANT)
-        variant = _VARIANTS.get(value)
-        if variant is None:
-            raise SecurityError(
-                Reason.UNSUPPORTED_CONTEXT,
-                f"{what}: unknown AES variant {value!r} (RFC 9173 knows 1 and 3)",
-            )
-        wrapped = parameters.get(_PARAM_WRAPPED_KEY)
-        if wrapped is not None and not isinstance(wrapped, bytes):
-            raise SecurityError(Reason.MALFORMED, f"{what}: the wrapped key must be a byte string")
-        scope = check_scope(parameters.get(_PARAM_SCOPE, FULL_SCOPE), what)
+        variant, scope, wrapped = _SHARED.read(parameters, what)
         return cls(iv, variant, scope, wrapped)
 
     def content_key(self, key: bytes, what: str) -> bytes:

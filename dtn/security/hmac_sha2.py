@@ -26,7 +26,8 @@ from dtn.bundle import EID, BlockType, CanonicalBlock, cbor
 from .asb import AbstractSecurityBlock, Value
 from .errors import Reason, SecurityError
 from .keywrap import unwrap_key, wrap_key
-from .scope import FULL_SCOPE, block_header, check_scope, scope_prefix
+from .parameters import SharedParameters
+from .scope import FULL_SCOPE, block_header, scope_prefix
 
 CONTEXT_ID = 1
 
@@ -34,7 +35,6 @@ _PARAM_SHA_VARIANT = 1
 _PARAM_WRAPPED_KEY = 2
 _PARAM_SCOPE = 3
 _RESULT_HMAC = 1
-_PARAMETER_IDS = frozenset((_PARAM_SHA_VARIANT, _PARAM_WRAPPED_KEY, _PARAM_SCOPE))
 _BIB = BlockType.BIB
 
 
@@ -54,7 +54,15 @@ _HASHES = {
     ShaVariant.HMAC_SHA_512: hashes.SHA512(),
 }
 DEFAULT_VARIANT = ShaVariant.HMAC_SHA_384  # RFC 9173 3.3.1: when the parameter is absent
-_VARIANTS = {int(variant): variant for variant in ShaVariant}  # a dict beats an enum call
+_SHARED = SharedParameters(
+    "BIB-HMAC-SHA2",
+    DEFAULT_VARIANT,
+    variant_id=_PARAM_SHA_VARIANT,
+    wrapped_key_id=_PARAM_WRAPPED_KEY,
+    scope_id=_PARAM_SCOPE,
+    variant_name="SHA",
+    known_variants="5, 6, 7",
+)
 
 
 class BibParameters(NamedTuple):
@@ -64,30 +72,12 @@ class BibParameters(NamedTuple):
 
     def to_asb(self) -> dict[int, Value]:
         """Variant and scope are always written, as the RFC 9173 examples do."""
-        parameters: dict[int, Value] = {_PARAM_SHA_VARIANT: int(self.variant)}
-        if self.wrapped_key is not None:
-            parameters[_PARAM_WRAPPED_KEY] = self.wrapped_key
-        parameters[_PARAM_SCOPE] = self.scope
-        return parameters
+        return _SHARED.write({}, self.variant, self.scope, self.wrapped_key)
 
     @classmethod
     def from_asb(cls, parameters: dict[int, Value], what: str) -> BibParameters:
-        if not parameters.keys() <= _PARAMETER_IDS:
-            unknown = sorted(parameters.keys() - _PARAMETER_IDS)
-            raise SecurityError(
-                Reason.MALFORMED, f"{what}: unknown BIB-HMAC-SHA2 parameter ids {unknown}"
-            )
-        value = parameters.get(_PARAM_SHA_VARIANT, DEFAULT_VARIANT)
-        variant = _VARIANTS.get(value)
-        if variant is None:
-            raise SecurityError(
-                Reason.UNSUPPORTED_CONTEXT,
-                f"{what}: unknown SHA variant {value!r} (RFC 9173 knows 5, 6, 7)",
-            )
-        wrapped = parameters.get(_PARAM_WRAPPED_KEY)
-        if wrapped is not None and not isinstance(wrapped, bytes):
-            raise SecurityError(Reason.MALFORMED, f"{what}: the wrapped key must be a byte string")
-        scope = check_scope(parameters.get(_PARAM_SCOPE, FULL_SCOPE), what)
+        _SHARED.check_ids(parameters, what)
+        variant, scope, wrapped = _SHARED.read(parameters, what)
         return cls(variant, scope, wrapped)
 
     def hmac_key(self, key: bytes, what: str) -> bytes:
