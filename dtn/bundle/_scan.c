@@ -242,8 +242,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             Py_DECREF(frag_total);
             goto error;
         }
-        result = Py_BuildValue("((NNNKKKKKNN)N)", destination, source, report_to, ctime, seq,
-                               lifetime, flags, crc_type, frag_offset, frag_total, blocks);
+        result = Py_BuildValue("((NNNKKKKKNN)y#N)", destination, source, report_to, ctime, seq,
+                               lifetime, flags, crc_type, frag_offset, frag_total,
+                               (const char *)c.p + 1, primary_end - 1, blocks);
         blocks = NULL;  /* stolen by "N" */
     }
     PyBuffer_Release(&buf);
@@ -260,8 +261,8 @@ error:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(bundle, eid_cache): (primary block fields, block spans) of a deterministic "
-     "bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) "
+     "scan(bundle, eid_cache): (primary block fields, primary block bytes, block spans) of a "
+     "deterministic bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) "
      "come back as objects."},
     {NULL, NULL, 0, NULL},
 };

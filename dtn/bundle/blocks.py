@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 
 from . import cbor
@@ -90,12 +90,29 @@ class PrimaryBlock:
     fragment_offset: int | None = None
     total_adu_length: int | None = None
     version: int = 7
+    _encoded: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_fragment(self) -> bool:
         return bool(self.flags & IS_FRAGMENT)
 
+    def _state(self) -> tuple:
+        """Every field the encoding depends on, in field order (the scanner's order too)."""
+        return (self.destination, self.source, self.report_to, self.creation_time, self.sequence,
+                self.lifetime, self.flags, self.crc_type, self.fragment_offset,
+                self.total_adu_length)
+
+    def remember_encoding(self, state: tuple, encoded: bytes) -> None:
+        self._encoded = (state, encoded)
+
     def encode(self) -> bytes:
+        """The deterministic encoding with its CRC. It is kept with the fields it was made from
+        (BPSec needs it for every bundle it protects or opens, the wire once more) and made
+        again when any of them has changed."""
+        state = self._state()
+        memo = self._encoded
+        if memo is not None and memo[0] == state:
+            return memo[1]
         flags, crc_type, uint = self.flags, self.crc_type, cbor.uint
         fragment = flags & IS_FRAGMENT
         count = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
@@ -104,10 +121,11 @@ class PrimaryBlock:
             self.source._cbor, self.report_to._cbor, b"\x82", uint(self.creation_time),
             uint(self.sequence), uint(self.lifetime),
             uint(self.fragment_offset) + uint(self.total_adu_length) if fragment else b""))
-        if not crc_type:
-            return encoded
-        placeholder = _CRC_PLACEHOLDER[crc_type]
-        return encoded + placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+        if crc_type:
+            placeholder = _CRC_PLACEHOLDER[crc_type]
+            encoded += placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+        self._encoded = (state, encoded)
+        return encoded
 
 
 _PRIMARY_HEADS = {count: bytes((0x80 | count, 0x07)) for count in (8, 9, 10, 11)}

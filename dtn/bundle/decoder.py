@@ -119,11 +119,14 @@ def decode_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[Canoni
     fields = _scan(data, eid_cache) if _scan is not None else None
     if fields is None:
         return walk_blocks(data, lenient)
-    primary_fields, spans = fields
+    primary_fields, primary_bytes, spans = fields
     primary = PrimaryBlock(*primary_fields)
     try:
-        if not (primary.destination.__class__ is primary.source.__class__
+        if (primary.destination.__class__ is primary.source.__class__
                 is primary.report_to.__class__ is EID):
+            # The received encoding is deterministic, so it is ours: encode() reuses it.
+            primary.remember_encoding(primary_fields, primary_bytes)
+        else:
             _parse_eids(data, primary)  # some were not in the cache: spans to parse
         blocks = _blocks_from_spans(data, spans)
         _validate(primary, blocks, lenient)
