@@ -148,3 +148,10 @@ def test_the_c_fast_path_and_the_python_decoder_agree(data):
     """The C scanner must never accept what the strict Python walk rejects, nor decode
     differently."""
     assert _outcome(decode_blocks, data) == _outcome(walk_blocks, data)
+
+
+@given(bundles(), st.integers(0, 2**64 - 1))
+def test_a_changed_primary_field_is_encoded_not_the_remembered_bytes(bundle, lifetime):
+    decoded = Bundle.decode(bundle.encode())
+    decoded.primary.lifetime = lifetime
+    assert Bundle.decode(decoded.encode()).primary.lifetime == lifetime
