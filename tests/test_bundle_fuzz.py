@@ -16,6 +16,7 @@ from dtn.bundle import (
     HopCount,
     PrimaryBlock,
 )
+from dtn.bundle.blocks import _encode_primary, _encode_primary_python
 from dtn.bundle.decoder import decode_blocks, walk_blocks
 from dtn.bundle.extensions import encode_bundle_age
 
@@ -155,3 +156,16 @@ def test_a_changed_primary_field_is_encoded_not_the_remembered_bytes(bundle, lif
     decoded = Bundle.decode(bundle.encode())
     decoded.primary.lifetime = lifetime
     assert Bundle.decode(decoded.encode()).primary.lifetime == lifetime
+
+
+@given(bundles())
+def test_the_c_and_python_primary_encoders_agree(bundle):
+    primary = bundle.primary
+    arguments = (primary.flags, primary.crc_type, primary.destination.to_cbor(),
+                 primary.source.to_cbor(), primary.report_to.to_cbor(), primary.creation_time,
+                 primary.sequence, primary.lifetime, primary.fragment_offset,
+                 primary.total_adu_length)
+    expected = _encode_primary_python(*arguments)
+    if _encode_primary is not None:
+        assert _encode_primary(*arguments) == expected
+    assert primary.encode() == expected

@@ -11,6 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 static PyObject *crc32c_func;  /* crc32c.crc32c(data, value) */
 static uint32_t crc32c_table[256];
@@ -259,11 +260,88 @@ error:
     return NULL;
 }
 
+/* Appends the shortest CBOR head of an unsigned integer; returns the new length. */
+static Py_ssize_t put_uint(uint8_t *out, Py_ssize_t n, uint64_t v) {
+    if (v < 24) { out[n++] = (uint8_t)v; return n; }
+    int size = v < 0x100 ? 1 : v < 0x10000 ? 2 : v < 0x100000000ULL ? 4 : 8;
+    out[n++] = (uint8_t)(size == 1 ? 24 : size == 2 ? 25 : size == 4 ? 26 : 27);
+    for (int i = size - 1; i >= 0; i--) out[n++] = (uint8_t)(v >> (8 * i));
+    return n;
+}
+
+/* encode_primary(flags, crc_type, destination, source, report_to, creation_time, sequence,
+ * lifetime, fragment_offset, total_adu_length) -> bytes: the deterministic primary block with
+ * its CRC. EIDs come already encoded; the fragment fields are None for a whole bundle. */
+static PyObject *encode_primary(PyObject *self, PyObject *args) {
+    unsigned long long flags, crc_type, ctime, seq, lifetime, offset = 0, total = 0;
+    Py_buffer eids[3];
+    PyObject *offset_obj, *total_obj;
+    if (!PyArg_ParseTuple(args, "KKy*y*y*KKKOO", &flags, &crc_type, &eids[0], &eids[1], &eids[2],
+                          &ctime, &seq, &lifetime, &offset_obj, &total_obj))
+        return NULL;
+    PyObject *result = NULL;
+    int fragment = (int)(flags & 1);
+    if (crc_type > 2) {
+        PyErr_SetString(PyExc_ValueError, "CRC type must be 0, 1 or 2");
+        goto done;
+    }
+    if (fragment) {
+        offset = PyLong_AsUnsignedLongLong(offset_obj);
+        total = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(total_obj);
+        if (PyErr_Occurred()) goto done;
+    }
+    Py_ssize_t size = 64 + eids[0].len + eids[1].len + eids[2].len;
+    uint8_t *out = PyMem_Malloc(size);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t n = 0;
+    out[n++] = (uint8_t)(0x80 | (8 + (fragment ? 2 : 0) + (crc_type ? 1 : 0)));
+    out[n++] = 7;
+    n = put_uint(out, n, flags);
+    n = put_uint(out, n, crc_type);
+    for (int i = 0; i < 3; i++) {
+        memcpy(out + n, eids[i].buf, eids[i].len);
+        n += eids[i].len;
+    }
+    out[n++] = 0x82;
+    n = put_uint(out, n, ctime);
+    n = put_uint(out, n, seq);
+    n = put_uint(out, n, lifetime);
+    if (fragment) {
+        n = put_uint(out, n, offset);
+        n = put_uint(out, n, total);
+    }
+    if (crc_type == 1) {
+        out[n++] = 0x42;
+        uint16_t c = crc16_update(crc16_update(0xFFFF, out, n), zeros, 2) ^ 0xFFFF;
+        out[n++] = (uint8_t)(c >> 8);
+        out[n++] = (uint8_t)c;
+    } else if (crc_type == 2) {
+        out[n++] = 0x44;
+        uint32_t v = 0;
+        if (crc32c_update(&v, out, n) || crc32c_update(&v, zeros, 4)) {
+            PyMem_Free(out);
+            goto done;
+        }
+        for (int i = 3; i >= 0; i--) out[n++] = (uint8_t)(v >> (8 * i));
+    }
+    result = PyBytes_FromStringAndSize((const char *)out, n);
+    PyMem_Free(out);
+done:
+    for (int i = 0; i < 3; i++) PyBuffer_Release(&eids[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(bundle, eid_cache): (primary block fields, primary block bytes, block spans) of a "
      "deterministic bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) "
      "come back as objects."},
+    {"encode_primary", encode_primary, METH_VARARGS,
+     "encode_primary(flags, crc_type, destination, source, report_to, creation_time, "
+     "sequence, lifetime, fragment_offset, total_adu_length): the encoded primary block."},
     {NULL, NULL, 0, NULL},
 };
 

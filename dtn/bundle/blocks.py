@@ -113,19 +113,35 @@ class PrimaryBlock:
         memo = self._encoded
         if memo is not None and memo[0] == state:
             return memo[1]
-        flags, crc_type, uint = self.flags, self.crc_type, cbor.uint
-        fragment = flags & IS_FRAGMENT
-        count = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
-        encoded = b"".join((
-            _PRIMARY_HEADS[count], uint(flags), uint(crc_type), self.destination._cbor,
-            self.source._cbor, self.report_to._cbor, b"\x82", uint(self.creation_time),
-            uint(self.sequence), uint(self.lifetime),
-            uint(self.fragment_offset) + uint(self.total_adu_length) if fragment else b""))
-        if crc_type:
-            placeholder = _CRC_PLACEHOLDER[crc_type]
-            encoded += placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+        encoded = (_encode_primary or _encode_primary_python)(
+            self.flags, self.crc_type, self.destination._cbor, self.source._cbor,
+            self.report_to._cbor, self.creation_time, self.sequence, self.lifetime,
+            self.fragment_offset, self.total_adu_length)
         self._encoded = (state, encoded)
         return encoded
+
+
+def _encode_primary_python(flags: int, crc_type: int, destination: bytes, source: bytes,
+                           report_to: bytes, creation_time: int, sequence: int, lifetime: int,
+                           fragment_offset: int | None, total_adu_length: int | None) -> bytes:
+    """What the C `encode_primary` computes, for machines without the extension."""
+    uint = cbor.uint
+    fragment = flags & IS_FRAGMENT
+    count = 8 + (2 if fragment else 0) + (1 if crc_type else 0)
+    encoded = b"".join((
+        _PRIMARY_HEADS[count], uint(flags), uint(crc_type), destination, source, report_to,
+        b"\x82", uint(creation_time), uint(sequence), uint(lifetime),
+        uint(fragment_offset) + uint(total_adu_length) if fragment else b""))
+    if crc_type:
+        placeholder = _CRC_PLACEHOLDER[crc_type]
+        encoded += placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+    return encoded
+
+
+try:
+    from ._scan import encode_primary as _encode_primary
+except ImportError:  # no compiler at install time
+    _encode_primary = None
 
 
 _PRIMARY_HEADS = {count: bytes((0x80 | count, 0x07)) for count in (8, 9, 10, 11)}
