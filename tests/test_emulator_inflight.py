@@ -2,7 +2,13 @@
 
 import random
 
-from dtn.emulator.inflight import ITEM_OVERHEAD, READ_AHEAD_BYTES, InFlightQueue, MemoryBudget
+from dtn.emulator.inflight import (
+    ITEM_OVERHEAD,
+    READ_AHEAD_BYTES,
+    InFlightQueue,
+    MemoryBudget,
+    SpoolError,
+)
 
 
 def drain(queue: InFlightQueue, step: float) -> list[tuple[float, bytes]]:
@@ -70,3 +76,23 @@ def test_close_drops_in_flight_data_and_removes_the_spool(tmp_path):
     assert budget.used == 0 and queue.datagrams == 0 and list(tmp_path.iterdir()) == []
     queue.push(1.0, b"still usable")
     assert queue.pop_due(1.0, 10) == [(1.0, b"still usable")]
+
+
+def test_a_spool_that_does_not_read_back_is_a_typed_error_and_the_queue_goes_on(tmp_path):
+    queue = InFlightQueue(MemoryBudget(5_000), tmp_path)
+    for i in range(400):  # past the write batch: some records are on disk
+        queue.push(float(i), bytes(1000))
+    [segment] = tmp_path.rglob("*.spool")
+    with segment.open("r+b") as spool:
+        spool.seek(8)
+        spool.write((1 << 30).to_bytes(4, "little"))  # a record claiming 1 GiB
+    drain_error = None
+    try:
+        while queue.datagrams:
+            assert queue.pop_due(1000.0, 100)
+    except SpoolError as error:
+        drain_error = error
+    assert drain_error is not None and drain_error.lost > 390
+    assert queue.datagrams == 0 and list(tmp_path.iterdir()) == []
+    queue.push(200.0, b"after")
+    assert queue.pop_due(200.0, 10) == [(200.0, b"after")]

@@ -28,7 +28,7 @@ from pathlib import Path
 from dtn.clock import ScaledClock
 from dtn.emulator.channel import ChannelDirection
 from dtn.emulator.config import EmulatorConfig, LinkConfig, Side
-from dtn.emulator.inflight import InFlightQueue, MemoryBudget, SpoolCorrupted
+from dtn.emulator.inflight import InFlightQueue, MemoryBudget, SpoolError
 from dtn.emulator.stats import DirectionSnapshot
 
 log = logging.getLogger("dtn.emulator")
@@ -194,8 +194,11 @@ class EmulatorProxy:
                 continue
             outcome = submit(datagram, clock_now())
             if type(outcome) is list:
-                for deliver_at, data in outcome:
-                    push(deliver_at, data)
+                try:
+                    for deliver_at, data in outcome:
+                        push(deliver_at, data)
+                except SpoolError as error:
+                    self._spool_failed(direction, error)
             received += len(datagram)
             if received >= TURN_BYTES:
                 break
@@ -249,17 +252,19 @@ class EmulatorProxy:
                         direction.late += 1
                         direction.max_lateness = max(direction.max_lateness, now - deliver_at)
             self._arm_timer(direction.queue.next_due())
-        except SpoolCorrupted as error:
-            lost = direction.queue.datagrams
-            direction.queue.close()
-            direction.dropped["spool_error"] += lost
-            log.error(
-                "%s %s: %s; %d in-flight datagrams lost",
-                direction.link,
-                direction.label,
-                error,
-                lost,
-            )
+        except SpoolError as error:
+            self._spool_failed(direction, error)
+            self._arm_timer(direction.queue.next_due())
+
+    def _spool_failed(self, direction: _Direction, error: SpoolError) -> None:
+        direction.dropped["spool_error"] += error.lost
+        log.error(
+            "%s %s: %s; %d in-flight datagrams lost",
+            direction.link,
+            direction.label,
+            error,
+            error.lost,
+        )
 
     def _arm_timer(self, due: float) -> None:
         if due >= self._timer_due:
