@@ -70,11 +70,11 @@ _PACK32 = struct.Struct(">I").pack
 _PACK16 = struct.Struct(">H").pack
 
 
-def append_crc(parts: list, crc_type: int) -> None:
-    """Append the CRC field to a block's encoded parts (RFC 9171 4.2.1: over the zeroed field)."""
-    if crc_type:
-        placeholder = _CRC_PLACEHOLDER[crc_type]
-        parts.append(placeholder[:1] + crc_value(crc_type, [*parts, placeholder]))
+def crc_field(crc_type: int, pieces: list | tuple) -> bytes:
+    """The encoded CRC field (a byte string) of a block whose other encoded pieces are `pieces`:
+    RFC 9171 4.2.1 computes it over the block with the field's value zeroed."""
+    placeholder = _CRC_PLACEHOLDER[crc_type]
+    return placeholder[:1] + crc_value(crc_type, (*pieces, placeholder))
 
 
 @dataclass(slots=True)
@@ -133,8 +133,7 @@ def _encode_primary_python(flags: int, crc_type: int, destination: bytes, source
         b"\x82", uint(creation_time), uint(sequence), uint(lifetime),
         uint(fragment_offset) + uint(total_adu_length) if fragment else b""))
     if crc_type:
-        placeholder = _CRC_PLACEHOLDER[crc_type]
-        encoded += placeholder[:1] + crc_value(crc_type, (encoded, placeholder))
+        encoded += crc_field(crc_type, (encoded,))
     return encoded
 
 
@@ -202,9 +201,7 @@ class CanonicalBlock:
                      + cbor.head(cbor.BYTES, len(data)))
         parts.append(data)
         if self.crc_type:
-            placeholder = _CRC_PLACEHOLDER[self.crc_type]
-            parts.append(placeholder[:1]
-                         + crc_value(self.crc_type, [*parts[start:], placeholder]))
+            parts.append(crc_field(self.crc_type, parts[start:]))
 
     def encode(self) -> bytes:
         parts: list = []
