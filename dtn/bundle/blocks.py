@@ -96,20 +96,19 @@ class PrimaryBlock:
     def is_fragment(self) -> bool:
         return bool(self.flags & IS_FRAGMENT)
 
-    def _state(self) -> tuple:
-        """Every field the encoding depends on, in field order (the scanner's order too)."""
-        return (self.destination, self.source, self.report_to, self.creation_time, self.sequence,
-                self.lifetime, self.flags, self.crc_type, self.fragment_offset,
-                self.total_adu_length)
-
     def remember_encoding(self, state: tuple, encoded: bytes) -> None:
+        """Keep `encoded` as the encoding of the fields in `state`: every field the encoding
+        depends on, in field order (the scanner's order too)."""
         self._encoded = (state, encoded)
 
     def encode(self) -> bytes:
         """The deterministic encoding with its CRC. It is kept with the fields it was made from
         (BPSec needs it for every bundle it protects or opens, the wire once more) and made
         again when any of them has changed."""
-        state = self._state()
+        # The state remember_encoding takes, built inline: this runs several times a bundle.
+        state = (self.destination, self.source, self.report_to, self.creation_time, self.sequence,
+                 self.lifetime, self.flags, self.crc_type, self.fragment_offset,
+                 self.total_adu_length)
         memo = self._encoded
         if memo is not None and memo[0] == state:
             return memo[1]

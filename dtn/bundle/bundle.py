@@ -10,6 +10,9 @@ from .eid import EID
 from .errors import BundleError
 from .extensions import HopCount
 
+_PAYLOAD = BlockType.PAYLOAD
+DEFAULT_LIFETIME = 86_400_000  # ms: a day
+
 
 @dataclass(frozen=True, slots=True)
 class BundleId:
@@ -40,16 +43,26 @@ class Bundle:
 
     @classmethod
     def create(cls, source: EID | str, destination: EID | str, payload: bytes, *,
-               creation_time: int, sequence: int = 0, lifetime: int = 86_400_000,
+               creation_time: int, sequence: int = 0, lifetime: int = DEFAULT_LIFETIME,
                report_to: EID | str | None = None, flags: int = 0,
                crc_type: int = CRCType.CRC32C, hop_limit: int | None = None) -> Bundle:
         """A new bundle with a payload block (and a hop count block when `hop_limit` is given).
 
         A creation time of 0 (no clock) adds a bundle age block of 0, as RFC 9171 4.4.2 needs."""
-        source, destination = _eid(source), _eid(destination)
-        report_to = source if report_to is None else _eid(report_to)
+        # Made for every bundle an application sends: attribute lookups are kept off this path.
+        if not isinstance(source, EID):
+            source = EID.parse(source)
+        if not isinstance(destination, EID):
+            destination = EID.parse(destination)
+        if report_to is None:
+            report_to = source
+        elif not isinstance(report_to, EID):
+            report_to = EID.parse(report_to)
         primary = PrimaryBlock(destination, source, report_to, creation_time, sequence, lifetime,
                                flags, crc_type)
+        payload_block = CanonicalBlock(_PAYLOAD, 1, bytes(payload), 0, crc_type)
+        if hop_limit is None and creation_time:
+            return cls(primary, [payload_block])
         blocks = []
         if hop_limit is not None:
             blocks.append(CanonicalBlock(BlockType.HOP_COUNT, 2, HopCount(hop_limit, 0).encode(),
@@ -57,7 +70,7 @@ class Bundle:
         if creation_time == 0:
             blocks.append(CanonicalBlock(BlockType.BUNDLE_AGE, len(blocks) + 2, b"\x00",
                                          crc_type=crc_type))
-        blocks.append(CanonicalBlock(BlockType.PAYLOAD, 1, bytes(payload), crc_type=crc_type))
+        blocks.append(payload_block)
         return cls(primary, blocks)
 
     @classmethod
@@ -131,9 +144,4 @@ class Bundle:
         return (f"Bundle({self.primary.source} -> {self.primary.destination}, "
                 f"t={self.primary.creation_time}.{self.primary.sequence}, blocks=[{types}], "
                 f"payload={len(self.payload)} B)")
-
-
-def _eid(value: EID | str) -> EID:
-    return value if isinstance(value, EID) else EID.parse(value)
-
 

@@ -21,6 +21,7 @@ already checked; the window size is capped too. A decompression bomb costs a hea
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 import zstandard
@@ -46,8 +47,7 @@ class Algorithm(IntEnum):
 
 
 _ALGORITHMS = {int(algorithm): algorithm for algorithm in Algorithm}
-_STORED_HEAD = _ARRAY_HEAD + cbor.uint(Algorithm.STORED)  # the block data up to the length
-_ZSTD_HEAD = _ARRAY_HEAD + cbor.uint(Algorithm.ZSTD)
+_STORED, _ZSTD = int(Algorithm.STORED), int(Algorithm.ZSTD)  # enum members are slow to hash
 
 
 class CompressionInfo(NamedTuple):
@@ -55,7 +55,7 @@ class CompressionInfo(NamedTuple):
     original_length: int
 
     def encode(self) -> bytes:
-        return _ARRAY_HEAD + cbor.uint(self.algorithm) + cbor.uint(self.original_length)
+        return _block_data(self.algorithm, self.original_length)
 
     @classmethod
     def decode(cls, data: bytes) -> CompressionInfo:
@@ -87,23 +87,21 @@ class Compressor:
 
     def __init__(self, level: int = DEFAULT_LEVEL, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self._compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._compress = zstandard.ZstdCompressor(level=level, write_content_size=True).compress
         window_log = min(max(max_payload - 1, 1).bit_length(), _MAX_WINDOW_LOG)
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=1 << max(window_log, 10))
 
     def compress(self, data: bytes) -> bytes | None:
         """The compressed payload, or None to store `data` as it is: when compressing does not
         make it smaller, unless it starts like a Zstandard frame (see the module docstring)."""
-        compressed = self._compressor.compress(data)
-        if len(compressed) < len(data) or data[:4] == ZSTD_MAGIC:
-            return compressed
-        return None
+        return self.pack(data)[0]
 
     def pack(self, data: bytes) -> tuple[bytes | None, bytes]:
         """(compress(data), the payload compression block's data for it)."""
-        compressed = self.compress(data)
-        head = _STORED_HEAD if compressed is None else _ZSTD_HEAD
-        return compressed, head + cbor.uint(len(data))
+        compressed = self._compress(data)
+        if len(compressed) < len(data) or data[:4] == ZSTD_MAGIC:
+            return compressed, _block_data(_ZSTD, len(data))
+        return None, _block_data(_STORED, len(data))
 
     def restore(self, payload: bytes, block_data: bytes) -> bytes:
         """The original payload, given the payload compression block's data: what
@@ -112,8 +110,8 @@ class Compressor:
         maximum, it needs no reading, and a stored payload no copy."""
         stored = payload[:4] != ZSTD_MAGIC
         length = len(payload) if stored else _content_size(payload)
-        head = _STORED_HEAD if stored else _ZSTD_HEAD
-        if length < 0 or length > self.max_payload or block_data != head + cbor.uint(length):
+        algorithm = _STORED if stored else _ZSTD
+        if length < 0 or length > self.max_payload or block_data != _block_data(algorithm, length):
             return self.decompress(payload, CompressionInfo.decode(block_data))
         return payload if stored else self._inflate(payload)
 
@@ -161,6 +159,12 @@ class Compressor:
             return self._decompressor.decompress(frame, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise _failed(f"the payload does not decompress: {exc}") from None
+
+
+@lru_cache(maxsize=1024)  # payload sizes recur: bundles are cut to a few fixed sizes
+def _block_data(algorithm: int, original_length: int) -> bytes:
+    """CompressionInfo(algorithm, original_length).encode(), kept."""
+    return _ARRAY_HEAD + cbor.uint(algorithm) + cbor.uint(original_length)
 
 
 def _content_size(frame: bytes) -> int:

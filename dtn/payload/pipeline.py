@@ -32,13 +32,13 @@ whose BCB matches it byte for byte outside IV, wrapped key and tag skip the chec
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from operator import attrgetter
 from typing import NamedTuple
 
-from dtn.bundle import EID, BlockFlags, BlockType, Bundle, CanonicalBlock
+from dtn.bundle import EID, BlockFlags, BlockType, Bundle, CanonicalBlock, CRCType
 from dtn.bundle.blocks import IS_FRAGMENT
+from dtn.bundle.bundle import DEFAULT_LIFETIME
 from dtn.security import (
     AbstractSecurityBlock,
     Accepted,
@@ -50,9 +50,10 @@ from dtn.security import (
     add_bcb,
     add_bib,
 )
-from dtn.security.aes_gcm import BcbParameters, BcbTemplate
+from dtn.security.aes_gcm import BcbParameters, BcbSealer, BcbTemplate
 from dtn.security.bpsec import PRIMARY_BLOCK, RandomBytes
 from dtn.security.hmac_sha2 import BibTemplate
+from dtn.security.randomness import BufferedRandom
 
 from .compression import (
     COMPRESSION_BLOCK_FLAGS,
@@ -79,6 +80,9 @@ class _Protection(NamedTuple):
     rule: SecurityRule
     bib: BibTemplate | None
     bcb: BcbTemplate | None
+    # Under a BCB-only rule, the BCB of a bundle whose only block was its payload (block 3,
+    # after the compression block)
+    lone_payload: BcbSealer | None
 
 
 class PayloadPipeline:
@@ -90,9 +94,10 @@ class PayloadPipeline:
         *,
         compression_level: int = DEFAULT_LEVEL,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes | None = None,
     ) -> None:
         """`security_source` is this node's ID, named in the security blocks it adds.
+        `random_bytes` draws IVs and keys (default: OS randomness, read in blocks).
         PolicyError now if the policy names keys the keyring lacks."""
         policy.check_keys(keyring)
         self._policy = policy
@@ -102,11 +107,12 @@ class PayloadPipeline:
         self.rejections: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._compressor = Compressor(compression_level, max_payload)
-        self._random_bytes = random_bytes
+        self._random_bytes = BufferedRandom() if random_bytes is None else random_bytes
         self._protections = {
             rule: self._protection(rule) for rule in policy.rules if rule.destination is not None
         }
         self._by_destination: dict[EID, _Protection | None] = {}
+        self._last_outbound: tuple[object, _Protection | None] = (_UNKNOWN, None)
         # BCBs this pipeline accepted, as templates by (security source, variant, scope, key
         # wrap): a later BCB that matches one is opened without the general checks (_open_known).
         self._openers: dict[tuple, BcbTemplate] = {}
@@ -128,11 +134,25 @@ class PayloadPipeline:
         destination: EID | str,
         *,
         creation_time: int,
-        **bundle_options,
+        sequence: int = 0,
+        lifetime: int = DEFAULT_LIFETIME,
+        report_to: EID | str | None = None,
+        flags: int = 0,
+        crc_type: int = CRCType.CRC32C,
+        hop_limit: int | None = None,
     ) -> Bundle:
-        """A new bundle carrying `data`, sealed; options as for Bundle.create."""
+        """A new bundle carrying `data`, sealed; the options are Bundle.create's."""
         bundle = Bundle.create(
-            source, destination, data, creation_time=creation_time, **bundle_options
+            source,
+            destination,
+            data,
+            creation_time=creation_time,
+            sequence=sequence,
+            lifetime=lifetime,
+            report_to=report_to,
+            flags=flags,
+            crc_type=crc_type,
+            hop_limit=hop_limit,
         )
         return self._seal(bundle, checked=False)
 
@@ -163,13 +183,15 @@ class PayloadPipeline:
         return data
 
     def _seal(self, bundle: Bundle, *, checked: bool) -> Bundle:
-        primary = bundle.primary
+        primary, blocks = bundle.primary, bundle.blocks
         if primary.flags & IS_FRAGMENT:
             raise self._reject(
                 PayloadReason.FRAGMENT,
                 "a fragment cannot be sealed: seal the bundle, then fragment it",
             )
-        payload = bundle.payload_block
+        payload = blocks[-1]
+        if payload.block_type != _PAYLOAD:
+            payload = bundle.payload_block
         data = payload.data
         if len(data) > self.max_payload:
             raise self._reject(
@@ -179,40 +201,57 @@ class PayloadPipeline:
             )
         protection = self._outbound(primary.destination)
         compressed, marker = self._compressor.pack(data)
-        self.counts["stored" if compressed is None else "compressed"] += 1
+        counts = self.counts
+        counts["stored" if compressed is None else "compressed"] += 1
+        counts["sealed"] += 1
         if compressed is None and protection is None:
-            self.counts["sealed"] += 1
             return bundle
-        number = max(map(_NUMBER, bundle.blocks)) + 1  # Bundle.next_block_number, faster
-        bundle.insert_block(
-            CanonicalBlock(
-                COMPRESSION_BLOCK_TYPE, number, marker, COMPRESSION_BLOCK_FLAGS, payload.crc_type
-            )
-        )
         if compressed is not None:
             payload.data = compressed
-        if protection is not None and checked:
-            self._protect_checked(bundle, protection.rule, payload.crc_type)
-        elif protection is not None:
-            self._protect(bundle, protection, payload, number + 1)
-        self.counts["sealed"] += 1
-        return bundle
-
-    def _protect(
-        self, bundle: Bundle, protection: _Protection, payload: CanonicalBlock, number: int
-    ) -> None:
-        """The security blocks of a bundle that has none, from the rule's templates: the blocks
-        and numbers bpsec.add_bib and add_bcb would add (_protect_checked)."""
-        primary = bundle.primary.encode()
-        crc_type, random_bytes = payload.crc_type, self._random_bytes
+        crc_type = payload.crc_type
+        if (
+            len(blocks) == 1
+            and protection is not None
+            and protection.lone_payload is not None
+            and not checked
+            and payload.number == PAYLOAD_BLOCK
+            and not payload.flags
+        ):  # what send() makes under a BCB-only rule: the blocks _protect would give, at once
+            bcb = protection.lone_payload.encrypt(
+                payload, primary.encode(), crc_type, self._random_bytes
+            )
+            marker_block = CanonicalBlock(
+                COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+            )
+            bundle.blocks = [bcb, marker_block, payload]
+            return bundle
+        # Bundle.next_block_number, without its generator on a new bundle's lone payload block
+        number = 2 if len(blocks) == 1 else max(map(_NUMBER, blocks)) + 1
+        blocks.insert(
+            -1,
+            CanonicalBlock(
+                COMPRESSION_BLOCK_TYPE, number, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+            ),
+        )
+        if protection is None:
+            return bundle
+        if checked:
+            self._protect_checked(bundle, protection.rule, crc_type)
+            return bundle
+        # The blocks and numbers bpsec.add_bib and add_bcb would add (_protect_checked).
+        encoded_primary, random_bytes = primary.encode(), self._random_bytes
         bib, bcb = protection.bib, protection.bcb
+        number += 1
         if bib is not None:
             target = None if bcb is not None else payload
-            bundle.blocks.insert(0, bib.sign(target, primary, number, 0, crc_type, random_bytes))
+            blocks.insert(0, bib.sign(target, encoded_primary, number, 0, crc_type, random_bytes))
             number += 1
         if bcb is not None:
-            block = bcb.encrypt(payload, primary, number, _REPLICATE, crc_type, random_bytes)
-            bundle.blocks.insert(0 if bib is None else 1, block)
+            block = bcb.encrypt(
+                payload, encoded_primary, number, _REPLICATE, crc_type, random_bytes
+            )
+            blocks.insert(0 if bib is None else 1, block)
+        return bundle
 
     def _protect_checked(self, bundle: Bundle, rule: SecurityRule, crc_type: int) -> None:
         common = {
@@ -250,9 +289,15 @@ class PayloadPipeline:
         if rule.bcb is not None:
             key = self._keyring.get(rule.key_id(BlockType.BCB))
             bcb = BcbTemplate(key, self.security_source, PAYLOAD_BLOCK, variant=rule.bcb, **options)
-        return _Protection(rule, bib, bcb)
+        lone_payload = None
+        if bcb is not None and bib is None:
+            lone_payload = bcb.sealer((_PAYLOAD, PAYLOAD_BLOCK, 0), 3, _REPLICATE)
+        return _Protection(rule, bib, bcb, lone_payload)
 
     def _outbound(self, destination: EID) -> _Protection | None:
+        last_destination, protection = self._last_outbound
+        if destination is last_destination:  # a node sends bundle after bundle to one EID
+            return protection
         protection = self._by_destination.get(destination, _UNKNOWN)
         if protection is _UNKNOWN:
             rule = self._policy.outbound(destination)
@@ -260,6 +305,7 @@ class PayloadPipeline:
             if len(self._by_destination) >= _CACHE_MAX:
                 self._by_destination.clear()
             self._by_destination[destination] = protection
+        self._last_outbound = (destination, protection)
         return protection
 
     def _open_known(self, bundle: Bundle) -> bytes | None:

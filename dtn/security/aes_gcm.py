@@ -27,7 +27,7 @@ from .asb import AbstractSecurityBlock, Value
 from .errors import Reason, SecurityError
 from .keywrap import KEY_ENCRYPTION_KEY_SIZES, unwrap_key, wrap_key
 from .parameters import SharedParameters
-from .scope import FULL_SCOPE, block_header, scope_prefix
+from .scope import FULL_SCOPE, block_header, scope_frame
 
 CONTEXT_ID = 2
 IV_SIZE = 12
@@ -144,7 +144,7 @@ class BcbTemplate:
     checked, general paths.
     """
 
-    __slots__ = ("variant", "scope", "_key", "_aead", "_layout")
+    __slots__ = ("variant", "scope", "_key", "_aead", "_layout", "_sealers")
 
     def __init__(
         self,
@@ -166,6 +166,7 @@ class BcbTemplate:
             )
         self.variant, self.scope, self._key = variant, scope, key
         self._aead = None if key_wrap else AESGCM(key)
+        self._sealers: dict[tuple, BcbSealer] = {}
         wrapped = bytes(variant.key_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
         parameters = BcbParameters(bytes(IV_SIZE), variant, scope, wrapped)
         asb = AbstractSecurityBlock(
@@ -188,17 +189,19 @@ class BcbTemplate:
     ) -> CanonicalBlock:
         """Encrypt `target` in place (its data becomes a view of the ciphertext) and return the
         BCB, block `number`, for the caller to insert. `primary` is the encoded primary block."""
-        if self._aead is None:  # random bytes drawn in add_bcb's order: key, then IV
-            content_key = random_bytes(self.variant.key_size)
-            aead, wrapped = AESGCM(content_key), (wrap_key(self._key, content_key),)
-        else:
-            aead, wrapped = self._aead, ()
-        iv = random_bytes(IV_SIZE)
-        if len(iv) != IV_SIZE:
-            raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
-        aad = scope_prefix(self.scope, primary, target, block_header(_BCB, number, flags))
-        target.data, tag = _seal(aead, iv, target.data_view, aad)
-        return CanonicalBlock(_BCB, number, self._layout.fill((iv, *wrapped, tag)), flags, crc_type)
+        sealer = self.sealer((target.block_type, target.number, target.flags), number, flags)
+        return sealer.encrypt(target, primary, crc_type, random_bytes)
+
+    def sealer(self, target_header: tuple[int, int, int], number: int, flags: int) -> BcbSealer:
+        """This template as block `number` with `flags`, over a target whose header (type,
+        number, flags) is `target_header`: for a caller that writes bundle after bundle alike."""
+        key = (*target_header, number, flags)
+        sealer = self._sealers.get(key)
+        if sealer is None:
+            if len(self._sealers) >= _SEALERS_MAX:
+                self._sealers.clear()
+            sealer = self._sealers[key] = BcbSealer(self, target_header, number, flags)
+        return sealer
 
     def open(
         self, bcb: CanonicalBlock, target: CanonicalBlock, primary: PrimaryBlock
@@ -208,20 +211,74 @@ class BcbTemplate:
         holes = self._layout.match(bcb.data)
         if holes is None:
             return None
-        aad = scope_prefix(
-            self.scope, primary.encode(), target, block_header(_BCB, bcb.number, bcb.flags)
+        sealer = self._sealers.get(
+            (target.block_type, target.number, target.flags, bcb.number, bcb.flags)
         )
-        if self._aead is None:
+        if sealer is None:
+            header = (target.block_type, target.number, target.flags)
+            sealer = self.sealer(header, bcb.number, bcb.flags)
+        tail = sealer._tail
+        aad = sealer._head if tail is None else b"".join((sealer._head, primary.encode(), tail))
+        aead = self._aead
+        if aead is None:
             iv, wrapped, tag = holes
             parameters = BcbParameters(iv, self.variant, self.scope, wrapped)
-            content_key = parameters.content_key(self._key, _bcb_name(bcb))
+            content_key = parameters.content_key(self._key, sealer.name)
             aead = AESGCM(content_key)
         else:
-            (iv, tag), content_key, aead = holes, self._key, self._aead
+            (iv, tag), content_key = holes, self._key
+        ciphertext = target.data_view
         try:
-            return _open(aead, content_key, iv, target.data_view, tag, aad)
+            if len(ciphertext) < _STREAM_MIN:  # _open's first case, one call less a bundle
+                return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
+            return _open(aead, content_key, iv, ciphertext, tag, aad)
         except InvalidTag:
-            raise _authentication_failed(_bcb_name(bcb)) from None
+            raise _authentication_failed(sealer.name) from None
+
+
+class BcbSealer:
+    """A BcbTemplate placed in a bundle: block `number` with `flags`, over a target with a fixed
+    header, so its additional authenticated data is worked out once, around the primary block.
+    What the payload pipeline calls for every bundle it seals."""
+
+    __slots__ = ("number", "flags", "_template", "_aead", "_head", "_tail", "_format", "name")
+
+    def __init__(
+        self, template: BcbTemplate, target_header: tuple[int, int, int], number: int, flags: int
+    ) -> None:
+        self.number, self.flags, self._template = number, flags, template
+        self._aead = template._aead
+        self._head, self._tail = scope_frame(
+            template.scope, block_header(*target_header), block_header(_BCB, number, flags)
+        )
+        self._format = template._layout.format
+        self.name = f"BCB (block {number})"  # for messages
+
+    def encrypt(
+        self,
+        target: CanonicalBlock,
+        primary: bytes,
+        crc_type: int,
+        random_bytes: Callable[[int], bytes],
+    ) -> CanonicalBlock:
+        """BcbTemplate.encrypt for this placement."""
+        aead, wrapped = self._aead, ()
+        if aead is None:  # random bytes drawn in add_bcb's order: key, then IV
+            template = self._template
+            content_key = random_bytes(template.variant.key_size)
+            aead, wrapped = AESGCM(content_key), (wrap_key(template._key, content_key),)
+        iv = random_bytes(IV_SIZE)
+        if len(iv) != IV_SIZE:
+            raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
+        tail = self._tail
+        aad = self._head if tail is None else b"".join((self._head, primary, tail))
+        sealed = aead.encrypt(iv, target.data_view, aad)
+        target.data = memoryview(sealed)[:-TAG_SIZE]  # as _seal, one call less on every bundle
+        holes = (iv, *wrapped, sealed[-TAG_SIZE:])
+        return CanonicalBlock(_BCB, self.number, self._format % holes, self.flags, crc_type)
+
+
+_SEALERS_MAX = 256  # placements a template keeps; received blocks choose theirs, so bounded
 
 
 def _seal(
@@ -247,10 +304,6 @@ def _open(
     plaintext = decryptor.update(ciphertext)
     decryptor.finalize()
     return plaintext
-
-
-def _bcb_name(bcb: CanonicalBlock) -> str:
-    return f"BCB (block {bcb.number})"
 
 
 def _authentication_failed(what: str) -> SecurityError:

@@ -27,7 +27,7 @@ from .asb import AbstractSecurityBlock, Value
 from .errors import Reason, SecurityError
 from .keywrap import unwrap_key, wrap_key
 from .parameters import SharedParameters
-from .scope import FULL_SCOPE, block_header, scope_prefix
+from .scope import FULL_SCOPE, ScopeFrames
 
 CONTEXT_ID = 1
 
@@ -134,7 +134,7 @@ class BibTemplate:
     bpsec.add_bib writes. The RFC 9172 rules about the bundle's other blocks are the caller's to
     check; bpsec.add_bib is the checked, general path."""
 
-    __slots__ = ("variant", "scope", "_key", "_key_wrap", "_layout")
+    __slots__ = ("variant", "scope", "_key", "_key_wrap", "_layout", "_prefix")
 
     def __init__(
         self,
@@ -149,6 +149,7 @@ class BibTemplate:
         """`key` is the HMAC key, or with `key_wrap` the key-encryption key for a fresh HMAC key
         per block. `target` 0 is the primary block."""
         self.variant, self.scope, self._key, self._key_wrap = variant, scope, key, key_wrap
+        self._prefix = ScopeFrames(scope, _BIB)
         wrapped = bytes(variant.digest_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
         parameters = BibParameters(variant, scope, wrapped)
         asb = AbstractSecurityBlock(
@@ -175,7 +176,13 @@ class BibTemplate:
         if self._key_wrap:
             hmac_key = random_bytes(self.variant.digest_size)
             wrapped = (wrap_key(self._key, hmac_key),)
-        prefix = scope_prefix(self.scope, primary, target, block_header(_BIB, number, flags))
+        key = (
+            (None, None, None)
+            if target is None
+            else (target.block_type, target.number, target.flags)
+        )
+        head, tail = self._prefix[(*key, number, flags)]
+        prefix = head if tail is None else b"".join((head, primary, tail))
         data = primary if target is None else target.data_view
         mac = _hmac(hmac_key, self.variant, prefix, data).finalize()
-        return CanonicalBlock(_BIB, number, self._layout.fill((*wrapped, mac)), flags, crc_type)
+        return CanonicalBlock(_BIB, number, self._layout.format % (*wrapped, mac), flags, crc_type)

@@ -69,12 +69,49 @@ def scope_prefix(
                 security_header,
             )
         )
-    parts = [cbor.uint(scope)]
-    if target is not None:
-        if scope & _PRIMARY_BLOCK:
-            parts.append(primary)
-        if scope & _TARGET_HEADER:
-            parts.append(block_header(target.block_type, target.number, target.flags))
+    target_header = (
+        None if target is None else block_header(target.block_type, target.number, target.flags)
+    )
+    head, tail = scope_frame(scope, target_header, security_header)
+    return head if tail is None else b"".join((head, primary, tail))
+
+
+def scope_frame(
+    scope: int, target_header: bytes | None, security_header: bytes
+) -> tuple[bytes, bytes | None]:
+    """scope_prefix without the primary block: (head, tail) to go around the encoded primary
+    block, or (the whole prefix, None) when the scope leaves the primary block out.
+    `target_header` None means the primary block is the target."""
+    head = [cbor.uint(scope)]
+    tail: list[bytes] = []
+    with_primary = target_header is not None and bool(scope & _PRIMARY_BLOCK)
+    if target_header is not None and scope & _TARGET_HEADER:
+        (tail if with_primary else head).append(target_header)
     if scope & _SECURITY_HEADER:
-        parts.append(security_header)
-    return b"".join(parts)
+        (tail if with_primary else head).append(security_header)
+    return b"".join(head), (b"".join(tail) if with_primary else None)
+
+
+class ScopeFrames(dict):
+    """The frames (scope_frame) of one kind of security block under one scope, by the headers
+    they frame: `frames[target type, target number, target flags, number, flags]` (the target
+    fields None for the primary block) is (head, tail). A template meets the same few header
+    sets bundle after bundle, so each frame is made once; a hit is one dict lookup."""
+
+    __slots__ = ("scope", "_security_type")
+    _MAX = 256  # header sets kept; received blocks choose theirs, so the cache is bounded
+
+    def __init__(self, scope: int, security_type: int) -> None:
+        super().__init__()
+        self.scope, self._security_type = scope, security_type
+
+    def __missing__(self, key: tuple) -> tuple[bytes, bytes | None]:
+        target_type, target_number, target_flags, number, flags = key
+        if len(self) >= self._MAX:
+            self.clear()
+        target_header = (
+            None if target_type is None else block_header(target_type, target_number, target_flags)
+        )
+        header = block_header(self._security_type, number, flags)
+        frame = self[key] = scope_frame(self.scope, target_header, header)
+        return frame
