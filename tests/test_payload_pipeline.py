@@ -49,6 +49,35 @@ RULES = {
 }
 
 
+@pytest.fixture(params=["c", "python"], scope="module", autouse=True)
+def fast_path(request):
+    """Every test here runs on the C fast path (payload/_fastpath.c) and on the Python steps
+    alone: both must give the same bytes and the same answers."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(pipeline_module, "_fastpath", None)
+        elif pipeline_module._fastpath is None:
+            pytest.skip("the C fast path is not built here")
+        yield request.param
+
+
+def test_the_c_fast_path_does_the_work_when_built(fast_path, monkeypatch):
+    """With the C module, a bundle sent under a BCB-only rule and a known sender's next bundle
+    never reach the Python steps they replace."""
+    if fast_path != "c":
+        pytest.skip("C path only")
+    earth, mars = pair(RULES["bcb-256"])
+    assert receive(mars, send(earth, TELEMETRY, 1)) == TELEMETRY  # learns the sender
+
+    def python_step(*args):
+        raise AssertionError("the Python step ran")
+
+    monkeypatch.setattr(Compressor, "pack", python_step)
+    monkeypatch.setattr(pipeline_module.BcbTemplate, "open", python_step)
+    for data in (TELEMETRY, os.urandom(2000), b""):
+        assert receive(mars, send(earth, data, 2)) == data
+
+
 def pair(rule: dict | None, keys: Keyring = KEYS) -> tuple[PayloadPipeline, PayloadPipeline]:
     """(Earth sending to ipn:2.*, Mars receiving from ipn:1.*) under one rule, or none."""
     earth = [{"destination": "ipn:2.*", **rule}] if rule else []
@@ -333,20 +362,24 @@ def test_sealing_twice_is_a_caller_error():
 
 @pytest.mark.parametrize("name", list(RULES))
 @pytest.mark.parametrize("kind", ["compressible", "random"])
-def test_sealing_writes_what_bpsec_writes(name, kind):
+@pytest.mark.parametrize("hop_limit", [None, 9])
+def test_sealing_writes_what_bpsec_writes(name, kind, hop_limit):
     """The pipeline's templates give the blocks, bytes and numbers add_bib and add_bcb give,
-    drawing the same random bytes (a fresh key before the IV under key wrap)."""
+    drawing the same random bytes (a fresh key before the IV under key wrap): for a bundle
+    whose only block is its payload (the one-step path under BCB-only rules) and for one with
+    a hop count block."""
     rule = RULES[name]
     data = TELEMETRY if kind == "compressible" else os.urandom(300)
     policy = SecurityPolicy.from_config({"rule": [{"destination": "ipn:2.*", **rule}]})
     earth = PayloadPipeline(policy, KEYS, EARTH, random_bytes=random.Random(5).randbytes)
-    sealed = earth.send(data, "ipn:1.1", "ipn:2.1", creation_time=1, hop_limit=9)
+    sealed = earth.send(data, "ipn:1.1", "ipn:2.1", creation_time=1, hop_limit=hop_limit)
 
-    by_hand = Bundle.create("ipn:1.1", "ipn:2.1", data, creation_time=1, hop_limit=9)
+    by_hand = Bundle.create("ipn:1.1", "ipn:2.1", data, creation_time=1, hop_limit=hop_limit)
     compressed = Compressor().compress(data)
     algorithm = Algorithm.STORED if compressed is None else Algorithm.ZSTD
     marker = CompressionInfo(algorithm, len(data)).encode()
-    by_hand.insert_block(CanonicalBlock(COMPRESSION_BLOCK_TYPE, 3, marker, 1, 2))
+    number = by_hand.next_block_number()
+    by_hand.insert_block(CanonicalBlock(COMPRESSION_BLOCK_TYPE, number, marker, 1, 2))
     by_hand.payload = data if compressed is None else compressed
     options = {
         "security_source": EARTH,

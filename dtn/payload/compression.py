@@ -55,7 +55,7 @@ class CompressionInfo(NamedTuple):
     original_length: int
 
     def encode(self) -> bytes:
-        return _block_data(self.algorithm, self.original_length)
+        return compression_block_data(self.algorithm, self.original_length)
 
     @classmethod
     def decode(cls, data: bytes) -> CompressionInfo:
@@ -87,7 +87,8 @@ class Compressor:
 
     def __init__(self, level: int = DEFAULT_LEVEL, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self._compress = zstandard.ZstdCompressor(level=level, write_content_size=True).compress
+        # the zstd call itself, for the pipeline's C fast path (Compressor.pack's choice in C)
+        self.zstd = zstandard.ZstdCompressor(level=level, write_content_size=True).compress
         window_log = min(max(max_payload - 1, 1).bit_length(), _MAX_WINDOW_LOG)
         self._decompressor = zstandard.ZstdDecompressor(max_window_size=1 << max(window_log, 10))
 
@@ -98,10 +99,10 @@ class Compressor:
 
     def pack(self, data: bytes) -> tuple[bytes | None, bytes]:
         """(compress(data), the payload compression block's data for it)."""
-        compressed = self._compress(data)
+        compressed = self.zstd(data)
         if len(compressed) < len(data) or data[:4] == ZSTD_MAGIC:
-            return compressed, _block_data(_ZSTD, len(data))
-        return None, _block_data(_STORED, len(data))
+            return compressed, compression_block_data(_ZSTD, len(data))
+        return None, compression_block_data(_STORED, len(data))
 
     def restore(self, payload: bytes, block_data: bytes) -> bytes:
         """The original payload, given the payload compression block's data: what
@@ -111,7 +112,11 @@ class Compressor:
         stored = payload[:4] != ZSTD_MAGIC
         length = len(payload) if stored else _content_size(payload)
         algorithm = _STORED if stored else _ZSTD
-        if length < 0 or length > self.max_payload or block_data != _block_data(algorithm, length):
+        if (
+            length < 0
+            or length > self.max_payload
+            or block_data != compression_block_data(algorithm, length)
+        ):
             return self.decompress(payload, CompressionInfo.decode(block_data))
         return payload if stored else self._inflate(payload)
 
@@ -162,8 +167,9 @@ class Compressor:
 
 
 @lru_cache(maxsize=1024)  # payload sizes recur: bundles are cut to a few fixed sizes
-def _block_data(algorithm: int, original_length: int) -> bytes:
-    """CompressionInfo(algorithm, original_length).encode(), kept."""
+def compression_block_data(algorithm: int, original_length: int) -> bytes:
+    """The block's data for a payload compressed (or stored) by `algorithm` from
+    `original_length` bytes: CompressionInfo(...).encode(), kept."""
     return _ARRAY_HEAD + cbor.uint(algorithm) + cbor.uint(original_length)
 
 

@@ -36,6 +36,8 @@ from collections import Counter
 from operator import attrgetter
 from typing import NamedTuple
 
+from cryptography.exceptions import InvalidTag
+
 from dtn.bundle import EID, BlockFlags, BlockType, Bundle, CanonicalBlock, CRCType
 from dtn.bundle.blocks import IS_FRAGMENT
 from dtn.bundle.bundle import DEFAULT_LIFETIME
@@ -50,7 +52,7 @@ from dtn.security import (
     add_bcb,
     add_bib,
 )
-from dtn.security.aes_gcm import BcbParameters, BcbSealer, BcbTemplate
+from dtn.security.aes_gcm import STREAM_MIN, BcbParameters, BcbSealer, BcbTemplate
 from dtn.security.bpsec import PRIMARY_BLOCK, RandomBytes
 from dtn.security.hmac_sha2 import BibTemplate
 from dtn.security.randomness import BufferedRandom
@@ -61,8 +63,14 @@ from .compression import (
     DEFAULT_LEVEL,
     DEFAULT_MAX_PAYLOAD,
     Compressor,
+    compression_block_data,
 )
 from .errors import CompressionError, PayloadReason, PayloadRejected
+
+try:
+    from . import _fastpath
+except ImportError:  # no compiler at install time: the Python steps alone, same results
+    _fastpath = None
 
 PAYLOAD_BLOCK = 1
 # Read once: looking a member up on its enum class costs more than what it is used for.
@@ -200,26 +208,44 @@ class PayloadPipeline:
                 f"than the configured maximum ({self.max_payload})",
             )
         protection = self._outbound(primary.destination)
-        compressed, marker = self._compressor.pack(data)
         counts = self.counts
+        crc_type = payload.crc_type
+        # What send() makes under a BCB-only rule: a bundle whose only block is its payload.
+        # Its blocks are the ones the general steps below would give, made in one step.
+        lone = (
+            protection.lone_payload
+            if protection is not None
+            and len(blocks) == 1
+            and not checked
+            and payload.number == PAYLOAD_BLOCK
+            and not payload.flags
+            else None
+        )
+        if lone is not None and lone.plan is not None and _fastpath is not None:
+            ciphertext, algorithm, bcb_data = _fastpath.seal_payload(
+                self._compressor.zstd, self._random_bytes, data, primary.encode(), lone.plan
+            )
+            counts["compressed" if algorithm else "stored"] += 1
+            counts["sealed"] += 1
+            payload.data = ciphertext
+            marker = compression_block_data(algorithm, len(data))
+            bundle.blocks = [
+                CanonicalBlock(_BCB, lone.number, bcb_data, lone.flags, crc_type),
+                CanonicalBlock(
+                    COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+                ),
+                payload,
+            ]
+            return bundle
+        compressed, marker = self._compressor.pack(data)
         counts["stored" if compressed is None else "compressed"] += 1
         counts["sealed"] += 1
         if compressed is None and protection is None:
             return bundle
         if compressed is not None:
             payload.data = compressed
-        crc_type = payload.crc_type
-        if (
-            len(blocks) == 1
-            and protection is not None
-            and protection.lone_payload is not None
-            and not checked
-            and payload.number == PAYLOAD_BLOCK
-            and not payload.flags
-        ):  # what send() makes under a BCB-only rule: the blocks _protect would give, at once
-            bcb = protection.lone_payload.encrypt(
-                payload, primary.encode(), crc_type, self._random_bytes
-            )
+        if lone is not None:
+            bcb = lone.encrypt(payload, primary.encode(), crc_type, self._random_bytes)
             marker_block = CanonicalBlock(
                 COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
             )
@@ -315,6 +341,14 @@ class PayloadPipeline:
         primary = bundle.primary
         if primary.flags & IS_FRAGMENT or not self._openers:
             return None
+        if self._bib_required:
+            rule = self._policy.inbound(primary.source)
+            if rule is not None and rule.bib is not None:
+                return None
+        if _fastpath is not None:
+            data = self._open_known_fast(bundle, primary.encode())
+            if data is not None:
+                return data
         bcb = marker = None
         for block in bundle.blocks:
             block_type = block.block_type
@@ -337,14 +371,35 @@ class PayloadPipeline:
             or payload.block_type != _PAYLOAD
         ):
             return None
-        if self._bib_required:
-            rule = self._policy.inbound(primary.source)
-            if rule is not None and rule.bib is not None:
-                return None
         for template in self._openers.values():
             plaintext = template.open(bcb, payload, primary)
             if plaintext is not None:
                 return self._compressor.restore(plaintext, marker.data)
+        return None
+
+    def _open_known_fast(self, bundle: Bundle, primary: bytes) -> bytes | None:
+        """_open_known's answer from the C fast path (_fastpath.c), or None where the Python
+        steps must decide: another shape, a BCB placement not seen yet, a large payload, a
+        template with key wrap, or a failed authentication (which the Python steps name)."""
+        for template in self._openers.values():
+            if template.aead is None:
+                continue
+            try:
+                opened = _fastpath.open_known(
+                    bundle.blocks,
+                    primary,
+                    *template.layout.pieces,
+                    template.sealers,
+                    template.aead.decrypt,
+                    STREAM_MIN,
+                    self.max_payload,
+                )
+            except InvalidTag:
+                return None
+            if opened.__class__ is bytes:
+                return opened
+            if opened is not None:
+                return self._compressor.restore(*opened)
         return None
 
     def _open(self, bundle: Bundle) -> bytes:
@@ -377,19 +432,22 @@ class PayloadPipeline:
             return payload
         data = self._compressor.restore(payload, markers[0].data)
         if len(accepted.security_blocks) == 1 and set(accepted.plaintext) == {PAYLOAD_BLOCK}:
-            self._learn(bundle.block_by_number(accepted.security_blocks[0]))
+            bcb = bundle.block_by_number(accepted.security_blocks[0])
+            self._learn(bcb, bundle.payload_block)
         return data
 
-    def _learn(self, bcb: CanonicalBlock) -> None:
-        """Keep a template of an accepted BCB over the payload, for _open_known."""
+    def _learn(self, bcb: CanonicalBlock, payload: CanonicalBlock) -> None:
+        """Keep a template of an accepted BCB over the payload, for _open_known, placed as in
+        this bundle (the placement the sender's next bundles will have)."""
         if len(self._openers) >= _CACHE_MAX:
             return
         asb = AbstractSecurityBlock.decode(bcb.data)
         parameters = BcbParameters.from_asb(asb.parameters, "BCB")
         wrapped = parameters.wrapped_key is not None
         key = (asb.source, parameters.variant, parameters.scope, wrapped)
-        if key not in self._openers:
-            self._openers[key] = BcbTemplate(
+        template = self._openers.get(key)
+        if template is None:
+            template = self._openers[key] = BcbTemplate(
                 self._key_for(_BCB, asb.source),
                 asb.source,
                 PAYLOAD_BLOCK,
@@ -397,6 +455,8 @@ class PayloadPipeline:
                 scope=parameters.scope,
                 key_wrap=wrapped,
             )
+        header = (payload.block_type, payload.number, payload.flags)
+        template.sealer(header, bcb.number, bcb.flags)
 
     def _key_for(self, service: BlockType, security_source: EID) -> bytes | None:
         rule = self._policy.inbound(security_source)

@@ -39,9 +39,9 @@ _PARAM_WRAPPED_KEY = 3
 _PARAM_SCOPE = 4
 _RESULT_TAG = 1
 _IV_SIZES = range(8, 17)  # 12 is what RFC 9173 recommends and what this module writes
-# Above this size the one-shot AESGCM call would first join ciphertext and tag into a new buffer;
-# the streaming decryptor takes the tag separately and saves that copy.
-_STREAM_MIN = 128 * 1024
+# From this size on the streaming decryptor, which takes the tag separately, is cheaper than
+# joining ciphertext and tag into a new buffer for the one-shot AESGCM call.
+STREAM_MIN = 128 * 1024
 _BCB = BlockType.BCB
 
 
@@ -144,7 +144,8 @@ class BcbTemplate:
     checked, general paths.
     """
 
-    __slots__ = ("variant", "scope", "_key", "_aead", "_layout", "_sealers")
+    # aead (None under key wrap), layout and sealers are read by the C fast path too
+    __slots__ = ("variant", "scope", "aead", "layout", "sealers", "_key")
 
     def __init__(
         self,
@@ -165,8 +166,8 @@ class BcbTemplate:
                 f"{' or '.join(map(str, sizes))} bytes, not {len(key)}"
             )
         self.variant, self.scope, self._key = variant, scope, key
-        self._aead = None if key_wrap else AESGCM(key)
-        self._sealers: dict[tuple, BcbSealer] = {}
+        self.aead = None if key_wrap else AESGCM(key)
+        self.sealers: dict[tuple, BcbSealer] = {}  # by (target header, number, flags)
         wrapped = bytes(variant.key_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
         parameters = BcbParameters(bytes(IV_SIZE), variant, scope, wrapped)
         asb = AbstractSecurityBlock(
@@ -176,7 +177,7 @@ class BcbTemplate:
             parameters.to_asb(),
             [{_RESULT_TAG: bytes(TAG_SIZE)}],
         )
-        self._layout = asb.layout()
+        self.layout = asb.layout()
 
     def encrypt(
         self,
@@ -196,11 +197,11 @@ class BcbTemplate:
         """This template as block `number` with `flags`, over a target whose header (type,
         number, flags) is `target_header`: for a caller that writes bundle after bundle alike."""
         key = (*target_header, number, flags)
-        sealer = self._sealers.get(key)
+        sealer = self.sealers.get(key)
         if sealer is None:
-            if len(self._sealers) >= _SEALERS_MAX:
-                self._sealers.clear()
-            sealer = self._sealers[key] = BcbSealer(self, target_header, number, flags)
+            if len(self.sealers) >= _SEALERS_MAX:
+                self.sealers.clear()
+            sealer = self.sealers[key] = BcbSealer(self, target_header, number, flags)
         return sealer
 
     def open(
@@ -208,18 +209,18 @@ class BcbTemplate:
     ) -> bytes | None:
         """The plaintext of `target` if `bcb`'s ASB was written from this template (None if
         not); SecurityError as bpsec.accept raises it if the key unwrap or authentication fails."""
-        holes = self._layout.match(bcb.data)
+        holes = self.layout.match(bcb.data)
         if holes is None:
             return None
-        sealer = self._sealers.get(
+        sealer = self.sealers.get(
             (target.block_type, target.number, target.flags, bcb.number, bcb.flags)
         )
         if sealer is None:
             header = (target.block_type, target.number, target.flags)
             sealer = self.sealer(header, bcb.number, bcb.flags)
-        tail = sealer._tail
-        aad = sealer._head if tail is None else b"".join((sealer._head, primary.encode(), tail))
-        aead = self._aead
+        tail = sealer.tail
+        aad = sealer.head if tail is None else b"".join((sealer.head, primary.encode(), tail))
+        aead = self.aead
         if aead is None:
             iv, wrapped, tag = holes
             parameters = BcbParameters(iv, self.variant, self.scope, wrapped)
@@ -229,7 +230,7 @@ class BcbTemplate:
             (iv, tag), content_key = holes, self._key
         ciphertext = target.data_view
         try:
-            if len(ciphertext) < _STREAM_MIN:  # _open's first case, one call less a bundle
+            if len(ciphertext) < STREAM_MIN:  # _open's first case, one call less a bundle
                 return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
             return _open(aead, content_key, iv, ciphertext, tag, aad)
         except InvalidTag:
@@ -241,18 +242,34 @@ class BcbSealer:
     header, so its additional authenticated data is worked out once, around the primary block.
     What the payload pipeline calls for every bundle it seals."""
 
-    __slots__ = ("number", "flags", "_template", "_aead", "_head", "_tail", "_format", "name")
+    __slots__ = (
+        "number",
+        "flags",
+        "head",
+        "tail",
+        "aead",
+        "plan",
+        "name",
+        "_template",
+        "_format",
+    )
 
     def __init__(
         self, template: BcbTemplate, target_header: tuple[int, int, int], number: int, flags: int
     ) -> None:
         self.number, self.flags, self._template = number, flags, template
-        self._aead = template._aead
-        self._head, self._tail = scope_frame(
+        self.aead = template.aead  # None under key wrap: a content key per block
+        # the AAD is head, or head + encoded primary block + tail
+        self.head, self.tail = scope_frame(
             template.scope, block_header(*target_header), block_header(_BCB, number, flags)
         )
-        self._format = template._layout.format
+        self._format = template.layout.format
         self.name = f"BCB (block {number})"  # for messages
+        self.plan = (  # what payload/_fastpath.c's seal_payload needs of this sealer, at once
+            None
+            if self.aead is None
+            else (self.aead.encrypt, self.head, self.tail, *template.layout.pieces)
+        )
 
     def encrypt(
         self,
@@ -262,7 +279,7 @@ class BcbSealer:
         random_bytes: Callable[[int], bytes],
     ) -> CanonicalBlock:
         """BcbTemplate.encrypt for this placement."""
-        aead, wrapped = self._aead, ()
+        aead, wrapped = self.aead, ()
         if aead is None:  # random bytes drawn in add_bcb's order: key, then IV
             template = self._template
             content_key = random_bytes(template.variant.key_size)
@@ -270,8 +287,8 @@ class BcbSealer:
         iv = random_bytes(IV_SIZE)
         if len(iv) != IV_SIZE:
             raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
-        tail = self._tail
-        aad = self._head if tail is None else b"".join((self._head, primary, tail))
+        tail = self.tail
+        aad = self.head if tail is None else b"".join((self.head, primary, tail))
         sealed = aead.encrypt(iv, target.data_view, aad)
         target.data = memoryview(sealed)[:-TAG_SIZE]  # as _seal, one call less on every bundle
         holes = (iv, *wrapped, sealed[-TAG_SIZE:])
@@ -297,7 +314,7 @@ def _open(
     aad: bytes,
 ) -> bytes:
     """The plaintext; InvalidTag when authentication fails."""
-    if len(ciphertext) < _STREAM_MIN:
+    if len(ciphertext) < STREAM_MIN:
         return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
     decryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv, tag)).decryptor()
     decryptor.authenticate_additional_data(aad)

@@ -106,7 +106,7 @@ class Layout:
     included, has these bytes around them. `asb` is the block the layout was taken from. Built
     for received ASBs too, so cheap to build: no parsing, no regular expression."""
 
-    __slots__ = ("asb", "holes", "format", "_size", "_fixed", "_fixed_at", "_holes_at")
+    __slots__ = ("asb", "holes", "format", "pieces", "_size", "_fixed", "_fixed_at", "_holes_at")
 
     def __init__(self, encoded: bytes, holes: list[tuple[int, int]], asb: AbstractSecurityBlock):
         self.asb = asb
@@ -121,6 +121,7 @@ class Layout:
         self._fixed_at = _reader(fixed)
         self._fixed = self._fixed_at(encoded)
         self._holes_at = _reader([slice(start, end) for start, end in self.holes])
+        self.pieces = tuple(pieces)  # the bytes before, between and after the holes
         # `format % values` is fill(values) without the call, for per-bundle paths
         self.format = b"%b".join(piece.replace(b"%", b"%%") for piece in pieces)
 

@@ -121,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bib", action="store_true", help="add a BIB (HMAC-SHA-256) to the BCB")
     parser.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
-    parser.add_argument("--rounds", type=int, default=7, help="timed batches per figure")
+    parser.add_argument("--rounds", type=int, default=15, help="timed batches per figure")
     args = parser.parse_args()
     sender, receiver = pipelines(args.bib, args.level)
     print(
