@@ -2,6 +2,8 @@
 
 import contextlib
 
+import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -169,3 +171,26 @@ def test_the_c_and_python_primary_encoders_agree(bundle):
     if _encode_primary is not None:
         assert _encode_primary(*arguments) == expected
     assert primary.encode() == expected
+
+
+@given(bundles(), st.integers(0, 2**64 - 1), st.booleans())
+def test_the_c_and_python_bundle_encoders_agree(bundle, block_number, as_view):
+    """Generated bundles, an extension block numbered anywhere in uint64, and block data held as
+    a view of a larger buffer (as decoding leaves it): both encoders give the same bytes."""
+    bundle.blocks.insert(0, CanonicalBlock(200, block_number, b"x" * 30, 0, 2))
+    if as_view:
+        payload = bundle.blocks[-1]
+        payload.data = memoryview(b"..." + payload.data + b"...")[3:-3]
+    assert bundle.encode() == bundle.encode_python()
+
+
+def test_the_c_bundle_encoder_refuses_what_the_python_one_refuses():
+    """A negative field or an unknown CRC type is a caller's error: neither encoder writes it."""
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", b"data", creation_time=1)
+    for field, value in (("number", -1), ("crc_type", 3)):
+        setattr(bundle.payload_block, field, value)
+        with pytest.raises((ValueError, KeyError)):
+            bundle.encode_python()
+        with pytest.raises(ValueError):
+            bundle.encode()
+        setattr(bundle.payload_block, field, 1 if field == "number" else 2)

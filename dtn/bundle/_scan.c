@@ -351,11 +351,114 @@ done:
     return result;
 }
 
+/* The canonical block fields encode_bundle reads, by name (interned at import). */
+static PyObject *name_block_type, *name_number, *name_flags, *name_crc_type, *name_data;
+
+typedef struct {
+    uint64_t type, number, flags, crc_type;
+    Py_buffer data;
+} block_fields;
+
+static int read_uint_attribute(PyObject *block, PyObject *name, uint64_t *out) {
+    PyObject *value = PyObject_GetAttr(block, name);
+    if (value == NULL) return -1;
+    if (!PyLong_Check(value) || _PyLong_Sign(value) < 0) {
+        Py_DECREF(value);
+        PyErr_Format(PyExc_ValueError, "block %U is not an unsigned integer", name);
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* encode_bundle(primary, blocks) -> bytes: what Bundle.encode makes from the encoded primary
+ * block and the canonical blocks (CanonicalBlock.encode_parts), in one buffer: one copy of
+ * each block's data, CRCs computed in place. */
+static PyObject *encode_bundle(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "encode_bundle(primary: bytes, blocks: list)");
+        return NULL;
+    }
+    PyObject *primary = args[0], *blocks = args[1];
+    Py_ssize_t count = PyList_GET_SIZE(blocks);
+    block_fields *fields = PyMem_Calloc(count ? count : 1, sizeof(block_fields));
+    if (fields == NULL) return PyErr_NoMemory();
+    PyObject *result = NULL;
+    Py_ssize_t size = 2 + PyBytes_GET_SIZE(primary);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *block = PyList_GET_ITEM(blocks, i);
+        block_fields *f = &fields[i];
+        if (read_uint_attribute(block, name_block_type, &f->type) < 0 ||
+            read_uint_attribute(block, name_number, &f->number) < 0 ||
+            read_uint_attribute(block, name_flags, &f->flags) < 0 ||
+            read_uint_attribute(block, name_crc_type, &f->crc_type) < 0)
+            goto done;
+        if (f->crc_type > 2) {
+            PyErr_SetString(PyExc_ValueError, "CRC type must be 0, 1 or 2");
+            goto done;
+        }
+        PyObject *data = PyObject_GetAttr(block, name_data);
+        if (data == NULL) goto done;
+        int got = PyObject_GetBuffer(data, &f->data, PyBUF_SIMPLE);
+        Py_DECREF(data);  /* the buffer keeps what it views alive */
+        if (got < 0) goto done;
+        /* array head, four uints and the byte-string head (9 bytes each at most), the CRC */
+        size += 1 + 4 * 9 + 9 + f->data.len + 5;
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) goto done;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+    Py_ssize_t n = 0;
+    out[n++] = 0x9f;
+    memcpy(out + n, PyBytes_AS_STRING(primary), PyBytes_GET_SIZE(primary));
+    n += PyBytes_GET_SIZE(primary);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        block_fields *f = &fields[i];
+        Py_ssize_t start = n;
+        out[n++] = f->crc_type ? 0x86 : 0x85;
+        n = put_uint(out, n, f->type);
+        n = put_uint(out, n, f->number);
+        n = put_uint(out, n, f->flags);
+        n = put_uint(out, n, f->crc_type);
+        Py_ssize_t head = n;
+        n = put_uint(out, n, (uint64_t)f->data.len);
+        out[head] |= 0x40;  /* major type 2: byte string */
+        memcpy(out + n, f->data.buf, f->data.len);
+        n += f->data.len;
+        if (f->crc_type == 1) {
+            out[n++] = 0x42;
+            uint16_t c = crc16_update(crc16_update(0xFFFF, out + start, n - start), zeros, 2);
+            c ^= 0xFFFF;
+            out[n++] = (uint8_t)(c >> 8);
+            out[n++] = (uint8_t)c;
+        } else if (f->crc_type == 2) {
+            out[n++] = 0x44;
+            uint32_t v = 0;
+            if (crc32c_update(&v, out + start, n - start) || crc32c_update(&v, zeros, 4)) {
+                Py_CLEAR(result);
+                goto done;
+            }
+            for (int k = 3; k >= 0; k--) out[n++] = (uint8_t)(v >> (8 * k));
+        }
+    }
+    out[n++] = 0xff;
+    if (_PyBytes_Resize(&result, n) < 0) result = NULL;
+done:
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (fields[i].data.obj) PyBuffer_Release(&fields[i].data);
+    PyMem_Free(fields);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(bundle, eid_cache): (primary block fields, primary block bytes, block spans) of a "
      "deterministic bundle whose CRCs check, or None. EIDs found in eid_cache (encoded bytes -> EID) "
      "come back as objects."},
+    {"encode_bundle", (PyCFunction)(void (*)(void))encode_bundle, METH_FASTCALL,
+     "encode_bundle(primary, blocks): the encoded bundle, from its encoded primary block and "
+     "its canonical blocks."},
     {"encode_primary", (PyCFunction)(void (*)(void))encode_primary, METH_FASTCALL,
      "encode_primary(flags, crc_type, destination, source, report_to, creation_time, "
      "sequence, lifetime, fragment_offset, total_adu_length): the encoded primary block."},
@@ -371,5 +474,12 @@ PyMODINIT_FUNC PyInit__scan(void) {
     Py_DECREF(crc_module);
     if (crc32c_func == NULL) return NULL;
     make_tables();
+    name_block_type = PyUnicode_InternFromString("block_type");
+    name_number = PyUnicode_InternFromString("number");
+    name_flags = PyUnicode_InternFromString("flags");
+    name_crc_type = PyUnicode_InternFromString("crc_type");
+    name_data = PyUnicode_InternFromString("_data");  /* CanonicalBlock.data_view */
+    if (!name_block_type || !name_number || !name_flags || !name_crc_type || !name_data)
+        return NULL;
     return PyModule_Create(&module);
 }

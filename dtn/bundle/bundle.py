@@ -13,6 +13,11 @@ from .extensions import HopCount
 _PAYLOAD = BlockType.PAYLOAD
 DEFAULT_LIFETIME = 86_400_000  # ms: a day
 
+try:
+    from ._scan import encode_bundle as _encode_bundle
+except ImportError:  # no compiler at install time
+    _encode_bundle = None
+
 
 @dataclass(frozen=True, slots=True)
 class BundleId:
@@ -84,6 +89,12 @@ class Bundle:
         return cls(*decode_blocks(data, lenient))
 
     def encode(self) -> bytes:
+        if _encode_bundle is not None:  # the same bytes, one buffer and no Python per block
+            return _encode_bundle(self.primary.encode(), self.blocks)
+        return self.encode_python()
+
+    def encode_python(self) -> bytes:
+        """encode() without the C extension: what it computes, for machines without one."""
         parts = [b"\x9f", self.primary.encode()]
         for block in self.blocks:
             block.encode_parts(parts)
