@@ -499,3 +499,42 @@ def test_sealing_a_bundle_with_its_own_bib_takes_the_checked_path():
         (BlockType.PAYLOAD, 1),
     ]
     assert receive(mars, bundle.encode()) == TELEMETRY
+
+
+def test_a_forked_sender_never_reuses_the_parents_ivs(fast_path):
+    """The IV pools (the C one and security/randomness.py's) are copied by fork; each side
+    must drop what the other may use. Same data, same bundle: only the IV can tell them apart,
+    so equal BCBs would mean a reused IV under one key."""
+    earth, _ = pair(RULES["bcb-256"])
+    send(earth, TELEMETRY)  # the pool now holds unread bytes the child inherits
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its bundle's BCB, then leave without running pytest's exit
+        os.close(read_end)
+        os.write(write_end, Bundle.decode(send(earth, b"same", 7)).blocks[0].data)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    parent = Bundle.decode(send(earth, b"same", 7)).blocks[0].data
+    assert child and parent != child
+
+
+@pytest.mark.parametrize("field", ["block_type", "number", "flags"])
+def test_huge_block_fields_from_the_wire_get_an_answer_not_a_crash(field):
+    """Block types, numbers and flags are uint64 on the wire: a known sender's bundle with one
+    at 2**64 - 1 gets the general path's answer on the fast path too."""
+    earth, warm = pair(RULES["bcb-256"])
+    assert receive(warm, send(earth, TELEMETRY, 1)) == TELEMETRY
+    wire = send(earth, TELEMETRY, 2)
+    for index in range(3):
+        bundle = Bundle.decode(wire)
+        setattr(bundle.blocks[index], field, 2**64 - 1)
+        try:
+            changed = bundle.encode()
+            Bundle.decode(changed)
+        except BundleError:
+            continue
+        fresh = pair(RULES["bcb-256"])[1]
+        assert outcome(warm, changed) == outcome(fresh, changed)

@@ -11,7 +11,10 @@
  * libraries ~20 us to compress and encrypt and ~9 us to decrypt. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define IV_SIZE 12
 #define TAG_SIZE 16
@@ -27,6 +30,36 @@
 static const unsigned char zstd_magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
 static PyObject *iv_size;  /* the int 12, the argument of random_bytes */
 static PyObject *name_block_type, *name_number, *name_flags, *name_data, *name_head, *name_tail;
+
+/* IVs drawn from OS randomness read 4 KiB at a time (what security/randomness.py does for the
+ * Python steps): a getrandom call per bundle would cost more than the rest of this file. The
+ * GIL guards the pool; a forked child empties its copy (pthread_atfork), so parent and child
+ * never hand out the same bytes. */
+static unsigned char random_pool[4096];
+static size_t random_used = sizeof random_pool;
+
+static void forget_random_pool(void) {
+    random_used = sizeof random_pool;
+}
+
+static PyObject *draw_iv(void) {
+    if (random_used + IV_SIZE > sizeof random_pool) {
+        size_t filled = 0;
+        while (filled < sizeof random_pool) {
+            ssize_t got = getrandom(random_pool + filled, sizeof random_pool - filled, 0);
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+            filled += (size_t)got;
+        }
+        random_used = 0;
+    }
+    PyObject *iv = PyBytes_FromStringAndSize((const char *)random_pool + random_used, IV_SIZE);
+    memset(random_pool + random_used, 0, IV_SIZE);  /* handed out once */
+    random_used += IV_SIZE;
+    return iv;
+}
 
 /* A new bytes object: the concatenation of n buffers. */
 static PyObject *concat(const Py_buffer *parts, int n) {
@@ -69,7 +102,7 @@ static int check_bytes(PyObject *const *args, int from, int to) {
  *
  * Compressor.pack's choice (zstd when it shrinks the data or the data starts like a zstd
  * frame, else the data as it is), then BcbSealer.encrypt without key wrap: a 12-byte IV from
- * random_bytes, AES-GCM over the chosen bytes with the AAD head [+ primary + tail], the
+ * random_bytes (None: from the pool above), AES-GCM over the chosen bytes with the AAD head [+ primary + tail], the
  * ciphertext as a view of encrypt's output and the BCB's data with IV and tag spliced between
  * the layout's fixed pieces. */
 static PyObject *seal_payload(PyObject *self, PyObject *const *call_args, Py_ssize_t nargs) {
@@ -104,7 +137,7 @@ static PyObject *seal_payload(PyObject *self, PyObject *const *call_args, Py_ssi
         algorithm = ALGORITHM_STORED;
     }
 
-    PyObject *iv = PyObject_CallOneArg(random_bytes, iv_size);
+    PyObject *iv = random_bytes == Py_None ? draw_iv() : PyObject_CallOneArg(random_bytes, iv_size);
     if (iv == NULL) goto fail_plain;
     if (!PyBytes_Check(iv) || PyBytes_GET_SIZE(iv) != IV_SIZE) {
         PyErr_Format(PyExc_ValueError, "random_bytes gave %zd bytes for a %d-byte IV",
@@ -148,13 +181,16 @@ fail_plain:
     return NULL;
 }
 
-/* An int attribute of a block; -1 with an exception set when it is not one. */
+/* An int attribute of a block; -1 with an exception set when it is not an int. A received
+ * value too large for a long (block types and numbers go up to 2**64 - 1) comes back as -2,
+ * which matches nothing this file looks for. */
 static long int_attribute(PyObject *block, PyObject *name) {
     PyObject *value = PyObject_GetAttr(block, name);
     if (value == NULL) return -1;
-    long result = PyLong_AsLong(value);
+    int overflow;
+    long result = PyLong_AsLongAndOverflow(value, &overflow);
     Py_DECREF(value);
-    return result;
+    return overflow ? -2 : result;
 }
 
 /* The CBOR encoding of [0, length]: the compression block of a stored payload. */
@@ -171,7 +207,7 @@ static Py_ssize_t stored_marker(unsigned char *out, unsigned long long length) {
     return 3 + bytes;
 }
 
-/* open_known(blocks, primary, before_iv, between, after_tag, sealers, decrypt, stream_min,
+/* open_known(blocks, primary, (decrypt, before_iv, between, after_tag, sealers), stream_min,
  *            max_payload)
  *   -> plaintext | (plaintext, compression block data) | None
  *
@@ -184,11 +220,19 @@ static Py_ssize_t stored_marker(unsigned char *out, unsigned long long length) {
  * and the Python path decides. AES-GCM's failure is decrypt's exception. A stored payload whose
  * compression block is [0, its length], within max_payload, comes back as bytes; anything else
  * as (plaintext, compression block data) for Compressor.restore to judge. */
-static PyObject *open_known(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "open_known takes 9 arguments");
+static PyObject *open_known(PyObject *self, PyObject *const *call_args, Py_ssize_t nargs) {
+    /* (blocks, primary, plan, stream_min, max_payload), plan = (decrypt, before_iv, between,
+     * after_tag, sealers): the template's constant part in one tuple */
+    if (nargs != 5 || !PyTuple_Check(call_args[2]) || PyTuple_GET_SIZE(call_args[2]) != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "open_known(blocks, primary, plan, stream_min, max_payload)");
         return NULL;
     }
+    PyObject *plan = call_args[2];
+    PyObject *args[9] = {call_args[0], call_args[1], PyTuple_GET_ITEM(plan, 1),
+                         PyTuple_GET_ITEM(plan, 2), PyTuple_GET_ITEM(plan, 3),
+                         PyTuple_GET_ITEM(plan, 4), PyTuple_GET_ITEM(plan, 0), call_args[3],
+                         call_args[4]};
     PyObject *blocks = args[0], *primary = args[1], *sealers = args[5], *decrypt = args[6];
     if (!PyList_Check(blocks) || !PyBytes_Check(primary) || !PyBytes_Check(args[2]) ||
         !PyBytes_Check(args[3]) || !PyBytes_Check(args[4]) || !PyDict_Check(sealers)) {
@@ -332,5 +376,9 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (!iv_size || !name_block_type || !name_number || !name_flags || !name_data || !name_head ||
         !name_tail)
         return NULL;
+    if (pthread_atfork(NULL, NULL, forget_random_pool) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -113,9 +113,11 @@ class PayloadPipeline:
         self.security_source = security_source
         self.max_payload = max_payload
         self.rejections: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
         self._compressor = Compressor(compression_level, max_payload)
         self._random_bytes = BufferedRandom() if random_bytes is None else random_bytes
+        # None lets the C fast path draw IVs from its own pool of OS randomness
+        self._iv_source = random_bytes
         self._protections = {
             rule: self._protection(rule) for rule in policy.rules if rule.destination is not None
         }
@@ -126,6 +128,15 @@ class PayloadPipeline:
         self._openers: dict[tuple, BcbTemplate] = {}
         # Without an inbound rule that asks for a BIB, _open_known needs no rule lookup.
         self._bib_required = any(rule.source and rule.bib for rule in policy.rules)
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Bundles sealed (each either "compressed" or "stored") and "delivered"."""
+        counts = Counter(self._counts)
+        sealed = counts["compressed"] + counts["stored"]
+        if sealed:
+            counts["sealed"] = sealed
+        return +counts  # without zero entries
 
     @property
     def policy(self) -> SecurityPolicy:
@@ -187,7 +198,7 @@ class PayloadPipeline:
         except SecurityError as exc:
             self.rejections[exc.reason] += 1
             raise PayloadRejected(exc.reason, str(exc)) from None
-        self.counts["delivered"] += 1
+        self._counts["delivered"] += 1
         return data
 
     def _seal(self, bundle: Bundle, *, checked: bool) -> Bundle:
@@ -207,8 +218,11 @@ class PayloadPipeline:
                 f"payload of {len(data)} bytes is more "
                 f"than the configured maximum ({self.max_payload})",
             )
-        protection = self._outbound(primary.destination)
-        counts = self.counts
+        destination = primary.destination
+        last_destination, protection = self._last_outbound  # _outbound's first step, inline
+        if destination is not last_destination:
+            protection = self._outbound(destination)
+        counts = self._counts
         crc_type = payload.crc_type
         # What send() makes under a BCB-only rule: a bundle whose only block is its payload.
         # Its blocks are the ones the general steps below would give, made in one step.
@@ -223,10 +237,9 @@ class PayloadPipeline:
         )
         if lone is not None and lone.plan is not None and _fastpath is not None:
             ciphertext, algorithm, bcb_data = _fastpath.seal_payload(
-                self._compressor.zstd, self._random_bytes, data, primary.encode(), lone.plan
+                self._compressor.zstd, self._iv_source, data, primary.encode(), lone.plan
             )
             counts["compressed" if algorithm else "stored"] += 1
-            counts["sealed"] += 1
             payload.data = ciphertext
             marker = compression_block_data(algorithm, len(data))
             bundle.blocks = [
@@ -239,7 +252,6 @@ class PayloadPipeline:
             return bundle
         compressed, marker = self._compressor.pack(data)
         counts["stored" if compressed is None else "compressed"] += 1
-        counts["sealed"] += 1
         if compressed is None and protection is None:
             return bundle
         if compressed is not None:
@@ -382,17 +394,12 @@ class PayloadPipeline:
         steps must decide: another shape, a BCB placement not seen yet, a large payload, a
         template with key wrap, or a failed authentication (which the Python steps name)."""
         for template in self._openers.values():
-            if template.aead is None:
+            plan = template.plan
+            if plan is None:  # key wrap: the Python steps
                 continue
             try:
                 opened = _fastpath.open_known(
-                    bundle.blocks,
-                    primary,
-                    *template.layout.pieces,
-                    template.sealers,
-                    template.aead.decrypt,
-                    STREAM_MIN,
-                    self.max_payload,
+                    bundle.blocks, primary, plan, STREAM_MIN, self.max_payload
                 )
             except InvalidTag:
                 return None

@@ -144,8 +144,7 @@ class BcbTemplate:
     checked, general paths.
     """
 
-    # aead (None under key wrap), layout and sealers are read by the C fast path too
-    __slots__ = ("variant", "scope", "aead", "layout", "sealers", "_key")
+    __slots__ = ("variant", "scope", "aead", "layout", "sealers", "plan", "_key")
 
     def __init__(
         self,
@@ -178,6 +177,10 @@ class BcbTemplate:
             [{_RESULT_TAG: bytes(TAG_SIZE)}],
         )
         self.layout = asb.layout()
+        # what payload/_fastpath.c's open_known needs of this template, at once
+        self.plan = (
+            None if self.aead is None else (self.aead.decrypt, *self.layout.pieces, self.sealers)
+        )
 
     def encrypt(
         self,
