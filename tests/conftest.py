@@ -21,3 +21,17 @@ def load_vectors(name: str) -> dict:
 @pytest.fixture
 def vectors():
     return load_vectors
+
+
+@pytest.fixture(params=["c", "python"], scope="module")
+def fast_path(request):
+    """Runs a module's tests on the payload pipeline's C fast path (payload/_fastpath.c) and
+    on its Python steps alone: both must give the same bytes and the same answers."""
+    from dtn.payload import pipeline
+
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(pipeline, "_fastpath", None)
+        elif pipeline._fastpath is None:
+            pytest.skip("the C fast path is not built here")
+        yield request.param

@@ -6,6 +6,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipeline_helpers import receive, send
 
 from dtn.bundle import EID, BlockFlags, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
 from dtn.payload import (
@@ -30,6 +31,7 @@ from dtn.security import (
 )
 
 EARTH, MARS = EID.parse("ipn:1.0"), EID.parse("ipn:2.0")
+pytestmark = pytest.mark.usefixtures("fast_path")  # every test on the C path and in Python
 KEYS = Keyring(
     {
         "link": bytes(range(32)),
@@ -47,18 +49,6 @@ RULES = {
     "bcb+bib": {"bcb": "A256GCM", "key": "link", "bib": "HMAC-SHA-384", "bib_key": "sign"},
     "bcb-128-scope-1": {"bcb": "A128GCM", "key": "link16", "scope": 1},
 }
-
-
-@pytest.fixture(params=["c", "python"], scope="module", autouse=True)
-def fast_path(request):
-    """Every test here runs on the C fast path (payload/_fastpath.c) and on the Python steps
-    alone: both must give the same bytes and the same answers."""
-    with pytest.MonkeyPatch.context() as patch:
-        if request.param == "python":
-            patch.setattr(pipeline_module, "_fastpath", None)
-        elif pipeline_module._fastpath is None:
-            pytest.skip("the C fast path is not built here")
-        yield request.param
 
 
 def test_the_c_fast_path_does_the_work_when_built(fast_path, monkeypatch):
@@ -86,16 +76,6 @@ def pair(rule: dict | None, keys: Keyring = KEYS) -> tuple[PayloadPipeline, Payl
         PayloadPipeline(SecurityPolicy.from_config({"rule": earth}), keys, EARTH),
         PayloadPipeline(SecurityPolicy.from_config({"rule": mars}), keys, MARS),
     )
-
-
-def send(pipeline: PayloadPipeline, data: bytes, sequence: int = 0) -> bytes:
-    return pipeline.send(
-        data, "ipn:1.1", "ipn:2.1", creation_time=800_000_000_000, sequence=sequence
-    ).encode()
-
-
-def receive(pipeline: PayloadPipeline, wire: bytes) -> bytes:
-    return pipeline.deliver(Bundle.decode(wire))
 
 
 def reason_of(pipeline: PayloadPipeline, wire: bytes) -> str:

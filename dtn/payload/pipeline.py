@@ -33,6 +33,7 @@ whose BCB matches it byte for byte outside IV, wrapped key and tag skip the chec
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -63,7 +64,6 @@ from .compression import (
     DEFAULT_LEVEL,
     DEFAULT_MAX_PAYLOAD,
     Compressor,
-    compression_block_data,
 )
 from .errors import CompressionError, PayloadReason, PayloadRejected
 
@@ -103,9 +103,13 @@ class PayloadPipeline:
         compression_level: int = DEFAULT_LEVEL,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         random_bytes: RandomBytes | None = None,
+        dictionary: bytes | None = None,
+        dictionaries: Iterable[bytes] = (),
     ) -> None:
         """`security_source` is this node's ID, named in the security blocks it adds.
         `random_bytes` draws IVs and keys (default: OS randomness, read in blocks).
+        `dictionary` is a trained zstd dictionary to compress with; payloads are decompressed
+        with it or any of `dictionaries` (see Compressor; DictionaryError for a bad one).
         PolicyError now if the policy names keys the keyring lacks."""
         policy.check_keys(keyring)
         self._policy = policy
@@ -114,7 +118,7 @@ class PayloadPipeline:
         self.max_payload = max_payload
         self.rejections: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
-        self._compressor = Compressor(compression_level, max_payload)
+        self._compressor = Compressor(compression_level, max_payload, dictionary, dictionaries)
         self._random_bytes = BufferedRandom() if random_bytes is None else random_bytes
         # None lets the C fast path draw IVs from its own pool of OS randomness
         self._iv_source = random_bytes
@@ -241,7 +245,7 @@ class PayloadPipeline:
             )
             counts["compressed" if algorithm else "stored"] += 1
             payload.data = ciphertext
-            marker = compression_block_data(algorithm, len(data))
+            marker = self._compressor.block_data(bool(algorithm), len(data))
             bundle.blocks = [
                 CanonicalBlock(_BCB, lone.number, bcb_data, lone.flags, crc_type),
                 CanonicalBlock(

@@ -12,6 +12,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from dtn.files import write_private
+
 from .errors import KeyringError
 from .keyring import Keyring
 
@@ -53,19 +55,7 @@ def load_keyring(path: str | os.PathLike) -> Keyring:
 
 def write_keyring(path: str | os.PathLike, keyring: Keyring) -> None:
     """Write atomically (temporary file, fsync, rename) with mode 600 from the start."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # exactly 600, whatever the umask
-            handle.write(keyring.to_text().encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_private(path, keyring.to_text().encode("utf-8"))
 
 
 def generate_key(bits: int = 256) -> bytes:
