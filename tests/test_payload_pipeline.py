@@ -384,7 +384,7 @@ def outcome(pipeline: PayloadPipeline, wire: bytes) -> bytes | str:
         return exc.reason
 
 
-@pytest.mark.parametrize("name", ["bcb-256", "bcb-128-wrapped", "bcb-128-scope-1"])
+@pytest.mark.parametrize("name", ["bcb-256", "bcb-128-wrapped", "bcb-128-scope-1", "bcb+bib"])
 def test_a_known_sender_is_judged_as_on_first_sight(name, monkeypatch):
     """After one good bundle, a receiver opens its sender's next BCBs from a template. Every
     tampered bundle gets the same answer from it as from a receiver that never saw the sender

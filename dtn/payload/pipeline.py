@@ -25,9 +25,10 @@ Sans-I/O, single-threaded (the zstd contexts are reused).
 Per bundle the work is the libraries' (zstd, AES-GCM) plus a few microseconds of Python, so
 each rule's security blocks come from templates (BcbTemplate, BibTemplate: the ASB encoded once,
 the IV, wrapped key and tag spliced in). Receiving, the first bundle from a security source takes
-bpsec.accept's general path; once it is accepted, its BCB becomes a template, and later bundles
-whose BCB matches it byte for byte outside IV, wrapped key and tag skip the checks already made
-(_open_known). Anything else, a BIB included, takes the general path.
+bpsec.accept's general path; once it is accepted, its BCB (and a BIB over the primary block
+beside it) become templates, and later bundles whose security blocks match them byte for byte
+outside IV, wrapped key, tag and HMAC skip the checks already made (_open_known). Anything else
+takes the general path. The C module _fastpath.c does the BCB-only steps of both directions.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from dtn.security import (
 )
 from dtn.security.aes_gcm import STREAM_MIN, BcbParameters, BcbSealer, BcbTemplate
 from dtn.security.bpsec import PRIMARY_BLOCK, RandomBytes
-from dtn.security.hmac_sha2 import BibTemplate
+from dtn.security.hmac_sha2 import BibParameters, BibTemplate
 from dtn.security.randomness import BufferedRandom
 
 from .compression import (
@@ -130,6 +131,8 @@ class PayloadPipeline:
         # BCBs this pipeline accepted, as templates by (security source, variant, scope, key
         # wrap): a later BCB that matches one is opened without the general checks (_open_known).
         self._openers: dict[tuple, BcbTemplate] = {}
+        # BIBs over the primary block this pipeline accepted beside such a BCB, likewise
+        self._bib_openers: dict[tuple, BibTemplate] = {}
         # Without an inbound rule that asks for a BIB, _open_known needs no rule lookup.
         self._bib_required = any(rule.source and rule.bib for rule in policy.rules)
 
@@ -351,21 +354,22 @@ class PayloadPipeline:
         return protection
 
     def _open_known(self, bundle: Bundle) -> bytes | None:
-        """The data of a bundle sealed under a BCB-only rule whose BCB was written like one this
-        pipeline accepted before (same security source and parameters, see BcbTemplate); None
-        for any other bundle. Where it returns data or raises, _open would too."""
+        """The data of a bundle whose BCB over the payload, and BIB over the primary block if it
+        has one, were written like ones this pipeline accepted before (same security sources and
+        parameters, see BcbTemplate and BibTemplate); None for any other bundle. Where it
+        returns data or raises, _open would too."""
         primary = bundle.primary
         if primary.flags & IS_FRAGMENT or not self._openers:
             return None
+        bib_needed = False
         if self._bib_required:
             rule = self._policy.inbound(primary.source)
-            if rule is not None and rule.bib is not None:
-                return None
-        if _fastpath is not None:
+            bib_needed = rule is not None and rule.bib is not None
+        if _fastpath is not None and not bib_needed:
             data = self._open_known_fast(bundle, primary.encode())
             if data is not None:
                 return data
-        bcb = marker = None
+        bcb = marker = bib = None
         for block in bundle.blocks:
             block_type = block.block_type
             if block_type == _BCB:
@@ -377,11 +381,14 @@ class PayloadPipeline:
                     return None
                 marker = block
             elif block_type == _BIB:
-                return None
+                if bib is not None:
+                    return None
+                bib = block
         payload = block
         if (
             bcb is None
             or marker is None
+            or (bib is None and bib_needed)
             or bcb.flags & _BCB_FLAGS_CHECKED != _REPLICATE
             or payload.number != PAYLOAD_BLOCK
             or payload.block_type != _PAYLOAD
@@ -390,8 +397,15 @@ class PayloadPipeline:
         for template in self._openers.values():
             plaintext = template.open(bcb, payload, primary)
             if plaintext is not None:
-                return self._compressor.restore(plaintext, marker.data)
-        return None
+                break
+        else:
+            return None
+        # As accept: the BCB decrypted first, then the BIB verified (here, over the primary)
+        if bib is not None and not any(
+            template.check(bib, None, primary.encode()) for template in self._bib_openers.values()
+        ):
+            return None
+        return self._compressor.restore(plaintext, marker.data)
 
     def _open_known_fast(self, bundle: Bundle, primary: bytes) -> bytes | None:
         """_open_known's answer from the C fast path (_fastpath.c), or None where the Python
@@ -442,10 +456,35 @@ class PayloadPipeline:
                 )
             return payload
         data = self._compressor.restore(payload, markers[0].data)
-        if len(accepted.security_blocks) == 1 and set(accepted.plaintext) == {PAYLOAD_BLOCK}:
-            bcb = bundle.block_by_number(accepted.security_blocks[0])
-            self._learn(bcb, bundle.payload_block)
+        if set(accepted.plaintext) == {PAYLOAD_BLOCK} and accepted.verified <= {PRIMARY_BLOCK}:
+            # the shapes _open_known opens: a BCB over the payload, and maybe a BIB over the
+            # primary block
+            security = [bundle.block_by_number(n) for n in accepted.security_blocks]
+            bcbs = [block for block in security if block.block_type == _BCB]
+            bibs = [block for block in security if block.block_type == _BIB]
+            if len(bcbs) == 1 and len(bibs) == len(accepted.verified):
+                self._learn(bcbs[0], bundle.payload_block)
+                if bibs:
+                    self._learn_bib(bibs[0])
         return data
+
+    def _learn_bib(self, bib: CanonicalBlock) -> None:
+        """Keep a template of an accepted BIB over the primary block, for _open_known."""
+        if len(self._bib_openers) >= _CACHE_MAX:
+            return
+        asb = AbstractSecurityBlock.decode(bib.data)
+        parameters = BibParameters.from_asb(asb.parameters, "BIB")
+        wrapped = parameters.wrapped_key is not None
+        key = (asb.source, parameters.variant, parameters.scope, wrapped)
+        if key not in self._bib_openers:
+            self._bib_openers[key] = BibTemplate(
+                self._key_for(_BIB, asb.source),
+                asb.source,
+                PRIMARY_BLOCK,
+                variant=parameters.variant,
+                scope=parameters.scope,
+                key_wrap=wrapped,
+            )
 
     def _learn(self, bcb: CanonicalBlock, payload: CanonicalBlock) -> None:
         """Keep a template of an accepted BCB over the payload, for _open_known, placed as in
