@@ -463,50 +463,46 @@ class PayloadPipeline:
             bcbs = [block for block in security if block.block_type == _BCB]
             bibs = [block for block in security if block.block_type == _BIB]
             if len(bcbs) == 1 and len(bibs) == len(accepted.verified):
-                self._learn(bcbs[0], bundle.payload_block)
+                bcb, payload = bcbs[0], bundle.payload_block
+                template = self._learn(
+                    bcb, self._openers, BcbTemplate, BcbParameters, PAYLOAD_BLOCK
+                )
+                if template is not None:  # placed as the sender's next bundles will have it
+                    header = (payload.block_type, payload.number, payload.flags)
+                    template.sealer(header, bcb.number, bcb.flags)
                 if bibs:
-                    self._learn_bib(bibs[0])
+                    self._learn(
+                        bibs[0], self._bib_openers, BibTemplate, BibParameters, PRIMARY_BLOCK
+                    )
         return data
 
-    def _learn_bib(self, bib: CanonicalBlock) -> None:
-        """Keep a template of an accepted BIB over the primary block, for _open_known."""
-        if len(self._bib_openers) >= _CACHE_MAX:
-            return
-        asb = AbstractSecurityBlock.decode(bib.data)
-        parameters = BibParameters.from_asb(asb.parameters, "BIB")
+    def _learn(
+        self,
+        block: CanonicalBlock,
+        known: dict[tuple, BcbTemplate | BibTemplate],
+        template_type: type[BcbTemplate] | type[BibTemplate],
+        parameters_type: type[BcbParameters] | type[BibParameters],
+        target: int,
+    ) -> BcbTemplate | BibTemplate | None:
+        """A template of an accepted BCB over the payload or BIB over the primary block, kept
+        for _open_known (None when as many are kept as the pipeline keeps)."""
+        asb = AbstractSecurityBlock.decode(block.data)
+        parameters = parameters_type.from_asb(asb.parameters, BlockType(block.block_type).name)
         wrapped = parameters.wrapped_key is not None
         key = (asb.source, parameters.variant, parameters.scope, wrapped)
-        if key not in self._bib_openers:
-            self._bib_openers[key] = BibTemplate(
-                self._key_for(_BIB, asb.source),
-                asb.source,
-                PRIMARY_BLOCK,
-                variant=parameters.variant,
-                scope=parameters.scope,
-                key_wrap=wrapped,
-            )
-
-    def _learn(self, bcb: CanonicalBlock, payload: CanonicalBlock) -> None:
-        """Keep a template of an accepted BCB over the payload, for _open_known, placed as in
-        this bundle (the placement the sender's next bundles will have)."""
-        if len(self._openers) >= _CACHE_MAX:
-            return
-        asb = AbstractSecurityBlock.decode(bcb.data)
-        parameters = BcbParameters.from_asb(asb.parameters, "BCB")
-        wrapped = parameters.wrapped_key is not None
-        key = (asb.source, parameters.variant, parameters.scope, wrapped)
-        template = self._openers.get(key)
+        template = known.get(key)
         if template is None:
-            template = self._openers[key] = BcbTemplate(
-                self._key_for(_BCB, asb.source),
+            if len(known) >= _CACHE_MAX:
+                return None
+            template = known[key] = template_type(
+                self._key_for(block.block_type, asb.source),
                 asb.source,
-                PAYLOAD_BLOCK,
+                target,
                 variant=parameters.variant,
                 scope=parameters.scope,
                 key_wrap=wrapped,
             )
-        header = (payload.block_type, payload.number, payload.flags)
-        template.sealer(header, bcb.number, bcb.flags)
+        return template
 
     def _key_for(self, service: BlockType, security_source: EID) -> bytes | None:
         rule = self._policy.inbound(security_source)
