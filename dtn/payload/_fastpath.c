@@ -87,37 +87,33 @@ static PyObject *make_aad(PyObject *head, PyObject *primary, PyObject *tail) {
     return concat(parts, 3);
 }
 
-static int check_bytes(PyObject *const *args, int from, int to) {
-    for (int i = from; i < to; i++) {
-        if (!PyBytes_Check(args[i]) && !(args[i] == Py_None && i == 6)) {
-            PyErr_Format(PyExc_TypeError, "argument %d must be bytes", i + 1);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* seal_payload(compress, encrypt, random_bytes, data, head, primary, tail, before_iv,
- *              between, after_tag) -> (ciphertext, algorithm, bcb_data)
+/* seal_payload(compress, random_bytes, data, primary, plan) -> (ciphertext, algorithm, bcb)
+ * with plan = (encrypt, head, tail, before_iv, between, after_tag), a BcbSealer's constant part.
  *
  * Compressor.pack's choice (zstd when it shrinks the data or the data starts like a zstd
  * frame, else the data as it is), then BcbSealer.encrypt without key wrap: a 12-byte IV from
- * random_bytes (None: from the pool above), AES-GCM over the chosen bytes with the AAD head [+ primary + tail], the
- * ciphertext as a view of encrypt's output and the BCB's data with IV and tag spliced between
- * the layout's fixed pieces. */
+ * random_bytes (None: from the pool above), AES-GCM over the chosen bytes with the AAD head
+ * [+ primary + tail], the ciphertext as a view of encrypt's output, and the BCB's data: the
+ * IV and tag spliced between the layout's fixed pieces. algorithm is 0 (stored) or 1. */
 static PyObject *seal_payload(PyObject *self, PyObject *const *call_args, Py_ssize_t nargs) {
-    /* (compress, random_bytes, data, primary, plan), plan = (encrypt, head, tail, before_iv,
-     * between, after_tag): the sealer's constant part in one tuple */
     if (nargs != 5 || !PyTuple_Check(call_args[4]) || PyTuple_GET_SIZE(call_args[4]) != 6) {
-        PyErr_SetString(PyExc_TypeError, "seal_payload(compress, random_bytes, data, primary, plan)");
+        PyErr_SetString(PyExc_TypeError,
+                        "seal_payload(compress, random_bytes, data, primary, plan)");
         return NULL;
     }
     PyObject *plan = call_args[4];
+    /* the arguments in the order used below: compress, encrypt, random_bytes, data, head,
+     * primary, tail, before_iv, between, after_tag */
     PyObject *args[10] = {call_args[0], PyTuple_GET_ITEM(plan, 0), call_args[1], call_args[2],
                           PyTuple_GET_ITEM(plan, 1), call_args[3], PyTuple_GET_ITEM(plan, 2),
                           PyTuple_GET_ITEM(plan, 3), PyTuple_GET_ITEM(plan, 4),
                           PyTuple_GET_ITEM(plan, 5)};
-    if (check_bytes(args, 3, 10) < 0) return NULL;
+    for (int i = 3; i < 10; i++) {
+        if (!PyBytes_Check(args[i]) && !(i == 6 && args[i] == Py_None)) {  /* tail: or None */
+            PyErr_SetString(PyExc_TypeError, "seal_payload: data, primary and plan must be bytes");
+            return NULL;
+        }
+    }
     PyObject *compress = args[0], *encrypt = args[1], *random_bytes = args[2], *data = args[3];
     Py_ssize_t size = PyBytes_GET_SIZE(data);
 
