@@ -254,7 +254,7 @@ class BcbSealer:
         "plan",
         "name",
         "_template",
-        "_format",
+        "_fill",
     )
 
     def __init__(
@@ -266,7 +266,7 @@ class BcbSealer:
         self.head, self.tail = scope_frame(
             template.scope, block_header(*target_header), block_header(_BCB, number, flags)
         )
-        self._format = template.layout.format
+        self._fill = template.layout.fill
         self.name = f"BCB (block {number})"  # for messages
         self.plan = (  # what payload/_fastpath.c's seal_payload needs of this sealer, at once
             None
@@ -295,7 +295,7 @@ class BcbSealer:
         sealed = aead.encrypt(iv, target.data_view, aad)
         target.data = memoryview(sealed)[:-TAG_SIZE]  # as _seal, one call less on every bundle
         holes = (iv, *wrapped, sealed[-TAG_SIZE:])
-        return CanonicalBlock(_BCB, self.number, self._format % holes, self.flags, crc_type)
+        return CanonicalBlock(_BCB, self.number, self._fill(holes), self.flags, crc_type)
 
 
 _SEALERS_MAX = 256  # placements a template keeps; received blocks choose theirs, so bounded

@@ -106,7 +106,7 @@ class Layout:
     included, has these bytes around them. `asb` is the block the layout was taken from. Built
     for received ASBs too, so cheap to build: no parsing, no regular expression."""
 
-    __slots__ = ("asb", "holes", "format", "pieces", "_size", "_fixed", "_fixed_at", "_holes_at")
+    __slots__ = ("asb", "holes", "pieces", "_format", "_size", "_fixed", "_fixed_at", "_holes_at")
 
     def __init__(self, encoded: bytes, holes: list[tuple[int, int]], asb: AbstractSecurityBlock):
         self.asb = asb
@@ -122,8 +122,7 @@ class Layout:
         self._fixed = self._fixed_at(encoded)
         self._holes_at = _reader([slice(start, end) for start, end in self.holes])
         self.pieces = tuple(pieces)  # the bytes before, between and after the holes
-        # `format % values` is fill(values) without the call, for per-bundle paths
-        self.format = b"%b".join(piece.replace(b"%", b"%%") for piece in pieces)
+        self._format = b"%b".join(piece.replace(b"%", b"%%") for piece in pieces)
 
     def match(self, data: bytes) -> tuple[bytes, ...] | None:
         """The contents of the holes, in order, if `data` has this layout; None otherwise."""
@@ -134,7 +133,7 @@ class Layout:
     def fill(self, values: tuple[bytes, ...]) -> bytes:
         """The encoding with `values` in the holes. Each must have its hole's length (the CBOR
         heads before them are part of the layout); the caller sees to that."""
-        return self.format % values
+        return self._format % values
 
     def with_values(self, values: tuple[bytes, ...]) -> AbstractSecurityBlock:
         """A new AbstractSecurityBlock: `asb` with `values` in place of its byte strings."""

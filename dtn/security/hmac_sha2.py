@@ -222,4 +222,4 @@ class BibTemplate:
         else:
             keyed, wrapped = self._keyed.copy(), ()
         mac = _fed(keyed, *self._ippt(target, primary, number, flags)).finalize()
-        return CanonicalBlock(_BIB, number, self._layout.format % (*wrapped, mac), flags, crc_type)
+        return CanonicalBlock(_BIB, number, self._layout.fill((*wrapped, mac)), flags, crc_type)
