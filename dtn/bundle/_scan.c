@@ -362,14 +362,15 @@ typedef struct {
 static int read_uint_attribute(PyObject *block, PyObject *name, uint64_t *out) {
     PyObject *value = PyObject_GetAttr(block, name);
     if (value == NULL) return -1;
-    if (!PyLong_Check(value) || _PyLong_Sign(value) < 0) {
-        Py_DECREF(value);
-        PyErr_Format(PyExc_ValueError, "block %U is not an unsigned integer", name);
+    int is_int = PyLong_Check(value);
+    *out = is_int ? PyLong_AsUnsignedLongLong(value) : 0;
+    Py_DECREF(value);
+    if (!is_int || PyErr_Occurred()) {  /* not an int, negative or past 64 bits */
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "block %U is not an unsigned 64-bit integer", name);
         return -1;
     }
-    *out = PyLong_AsUnsignedLongLong(value);
-    Py_DECREF(value);
-    return PyErr_Occurred() ? -1 : 0;
+    return 0;
 }
 
 /* encode_bundle(primary, blocks) -> bytes: what Bundle.encode makes from the encoded primary
