@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dtn.bundle import EID, BlockType, CanonicalBlock, PrimaryBlock
 
-from .asb import AbstractSecurityBlock, Value
+from .asb import Value, template_layout
 from .errors import Reason, SecurityError
 from .keywrap import KEY_ENCRYPTION_KEY_SIZES, unwrap_key, wrap_key
 from .parameters import SharedParameters
@@ -169,14 +169,9 @@ class BcbTemplate:
         self.sealers: dict[tuple, BcbSealer] = {}  # by (target header, number, flags)
         wrapped = bytes(variant.key_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
         parameters = BcbParameters(bytes(IV_SIZE), variant, scope, wrapped)
-        asb = AbstractSecurityBlock(
-            [target],
-            CONTEXT_ID,
-            security_source,
-            parameters.to_asb(),
-            [{_RESULT_TAG: bytes(TAG_SIZE)}],
+        self.layout = template_layout(
+            target, CONTEXT_ID, security_source, parameters.to_asb(), _RESULT_TAG, TAG_SIZE
         )
-        self.layout = asb.layout()
         # what payload/_fastpath.c's open_known needs of this template, at once
         self.plan = (
             None if self.aead is None else (self.aead.decrypt, *self.layout.pieces, self.sealers)

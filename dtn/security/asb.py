@@ -148,6 +148,22 @@ class Layout:
         )
 
 
+def template_layout(
+    target: int,
+    context_id: int,
+    source: EID,
+    parameters: dict[int, Value],
+    result_id: int,
+    result_size: int,
+) -> Layout:
+    """The layout of a one-target ASB whose byte strings (in `parameters`, and the one result
+    of `result_size` bytes) are placeholders: what a template fills in bundle after bundle."""
+    asb = AbstractSecurityBlock(
+        [target], context_id, source, parameters, [{result_id: bytes(result_size)}]
+    )
+    return asb.layout()
+
+
 def _reader(slices: list[slice]) -> Callable[[bytes], tuple[bytes, ...]]:
     """A function that reads `slices` of its argument, as a tuple: one C call when it can."""
     if len(slices) >= 2:

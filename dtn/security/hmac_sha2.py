@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 
 from dtn.bundle import EID, BlockType, CanonicalBlock, cbor
 
-from .asb import AbstractSecurityBlock, Value
+from .asb import Value, template_layout
 from .errors import Reason, SecurityError
 from .keywrap import unwrap_key, wrap_key
 from .parameters import SharedParameters
@@ -163,14 +163,14 @@ class BibTemplate:
         self._keyed = None if key_wrap else hmac.HMAC(key, _HASHES[variant])
         wrapped = bytes(variant.digest_size + 8) if key_wrap else None  # RFC 3394 adds 8 bytes
         parameters = BibParameters(variant, scope, wrapped)
-        asb = AbstractSecurityBlock(
-            [target],
+        self._layout = template_layout(
+            target,
             CONTEXT_ID,
             security_source,
             parameters.to_asb(),
-            [{_RESULT_HMAC: bytes(variant.digest_size)}],
+            _RESULT_HMAC,
+            variant.digest_size,
         )
-        self._layout = asb.layout()
 
     def _ippt(
         self, target: CanonicalBlock | None, primary: bytes, number: int, flags: int
