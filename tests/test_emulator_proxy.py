@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dtn.emulator.cli import READY_MESSAGE
 from dtn.emulator.config import load_config, parse_config
-from dtn.emulator.metrics import serve_metrics
+from dtn.metrics_http import serve_metrics
 from dtn.emulator.proxy import EARLY_SEND, EmulatorProxy
 from dtn.emulator.stats import render_prometheus
 

@@ -3,9 +3,9 @@ store first: no action ever leaves the agent before the writes behind it are dur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dtn.bundle import BundleId
+from dtn.bundle import Bundle, BundleId
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ class Deliver:
     bundle_id: BundleId
     payload: bytes
     is_admin_record: bool = False
+    # the decoded bundle, for a payload pipeline to open (not part of what is compared)
+    bundle: Bundle | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

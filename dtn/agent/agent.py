@@ -98,6 +98,9 @@ _RETRY_REASONS = frozenset(
         CustodyReason.NO_TIMELY_CONTACT,
     }
 )
+# The `custodian` of a bundle submitted without custody: no custodian ever has a node ID
+# without a scheme, so it cannot collide with a received bundle's previous custodian.
+NO_CUSTODY = "-"
 _CREATION_META = "last_creation"
 _CLOCK_META = "link_clock:"
 
@@ -180,17 +183,30 @@ class Agent:
         return self.submit_bundle(bundle, now, priority=priority)
 
     def submit_bundle(
-        self, bundle: Bundle, now: float, *, priority: int = DATA_PRIORITY
+        self, bundle: Bundle, now: float, *, priority: int = DATA_PRIORITY, custody: bool = True
     ) -> BundleId:
         """Accept a bundle made on this node (e.g. by the payload pipeline), as `submit`.
-        Its source must be an endpoint of this node; an ID already known is ignored."""
+        Its source must be an endpoint of this node; an ID already known is ignored.
+        `custody=False`: forward it without custody transfer, whatever the link offers."""
         self._now = now
         if bundle.primary.source.node_id != self.node_id:
             raise ValueError(f"source {bundle.primary.source} is not an endpoint of {self.node_id}")
-        self._accept(bundle, bundle.encode(), now, custody=None, priority=priority)
+        self._accept(
+            bundle,
+            bundle.encode(),
+            now,
+            custody=None,
+            priority=priority,
+            custodian=None if custody else NO_CUSTODY,
+        )
         self.counters["submitted"] += 1
         self._pump_woken(now)
         return bundle.id
+
+    def next_creation(self, now: float) -> tuple[int, int]:
+        """A (creation time, sequence) pair for a bundle made outside the agent (the payload
+        pipeline's), unique on this node across restarts."""
+        return self._next_creation(now)
 
     def delivered(self, delivery_id: int, now: float) -> bool:
         """The application has taken the payload of a Deliver action: forget the bundle (its
@@ -382,6 +398,7 @@ class Agent:
         priority: int,
         enforce_quota: bool = True,
         since: float | None = None,
+        custodian: str | None = None,
     ) -> None:
         """Take a bundle into the store (or consume it, if it is an administrative record for
         this node). Raises StoreFull or Refused; a duplicate is not an error. `since`: when the
@@ -407,7 +424,7 @@ class Agent:
             expires,
             since,
             priority=priority,
-            custodian=None if custody is None else str(custody.custodian),
+            custodian=custodian if custody is None else str(custody.custodian),
         )
         local = self._is_local(primary.destination)
         if local and primary.flags & _FRAGMENT:
@@ -475,6 +492,7 @@ class Agent:
                 bundle.id if bundle_id is None else bundle_id,
                 bundle.payload,
                 bool(primary.flags & _ADMIN),
+                bundle,
             )
         )
 
@@ -522,7 +540,14 @@ class Agent:
                 self._on_custody_signal(CustodySignal.decode(bundle.payload), bundle.id)
             elif kind == STATUS_REPORT:
                 report = decode_status_report(bundle.payload)
-                self._staged.append(Event("status_report", bundle.id, repr(report)))
+                subject = BundleId(
+                    str(report.source),
+                    report.creation_time,
+                    report.sequence,
+                    report.fragment_offset,
+                    report.fragment_length,
+                )
+                self._staged.append(Event("status_report", subject, _describe_report(report)))
             else:
                 self.counters["admin_unknown"] += 1
                 self._staged.append(Event("admin_unknown", bundle.id, f"record type {kind}"))
@@ -535,6 +560,10 @@ class Agent:
             released = sum(self.store.release(first, last) for first, last in signal.ranges)
             self.counters["custody_released"] += released
             self._retransmit_cache.clear()
+            if released:
+                self._staged.append(
+                    Event("custody_released", signal_id, f"{released} by {signal_id.source}")
+                )
             if not signal.accepted:
                 self._staged.append(
                     Event(
@@ -590,7 +619,7 @@ class Agent:
             self.store.finish(row.id, State.PENDING)
             self._malformed("store", f"stored bundle {row.key}: {exc}")
             return
-        custody = link.custody and not bundle.is_admin_record
+        custody = link.custody and not bundle.is_admin_record and row.custodian != NO_CUSTODY
         data = self._for_next_hop(bundle, row, now, row.id if custody else None)
         if link.max_bundle_size is not None and len(data) > link.max_bundle_size:
             self._fragment_queued(row, bundle, link, len(data), now)
@@ -817,6 +846,18 @@ def _set_block(bundle: Bundle, block_type: int, data: bytes, crc_type: int, flag
         )
     else:
         block.data = data
+
+
+_ASSERTIONS = ("received", "forwarded", "delivered", "deleted")
+
+
+def _describe_report(report: StatusReport) -> str:
+    """`delivered` (or received, forwarded, deleted: reason), for the Event's detail."""
+    said = [name for name, at in zip(_ASSERTIONS, report.assertions, strict=True) if at is not None]
+    text = ",".join(said)
+    if report.reason:
+        text += f": {_reason_name(report.reason)}"
+    return text
 
 
 def _reason_name(reason: int) -> str:

@@ -381,6 +381,21 @@ class BundleStore:
 
     # --- figures ----------------------------------------------------------------------------
 
+    def count_by_state(self) -> dict[State, tuple[int, int]]:
+        """Live bundles and their bytes, per state (tombstones not counted)."""
+        rows = self._db.execute(
+            f"SELECT state, COUNT(*), TOTAL(size) FROM bundles WHERE {_LIVE} GROUP BY state"
+        )
+        return {State(state): (count, int(size)) for state, count, size in rows}
+
+    def listing(self, limit: int) -> list[StoredBundle]:
+        """Up to `limit` live bundles, oldest ID first, without their bytes (for people)."""
+        columns = _COLUMNS.replace(", data", ", NULL")
+        rows = self._db.execute(
+            f"SELECT {columns} FROM bundles WHERE {_LIVE} ORDER BY id LIMIT ?", (limit,)
+        )
+        return [StoredBundle.from_row(row) for row in rows]
+
     @property
     def bundle_count(self) -> int:
         """Live bundles (tombstones not counted): what the bundle quota limits."""
