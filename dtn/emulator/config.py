@@ -25,10 +25,7 @@ from typing import Any
 import numpy as np
 
 from dtn.clock import ScaledClock, clock_from_config
-from dtn.emulator.biterrors import BurstParams
-from dtn.emulator.channel import DEFAULT_QUEUE_BYTES, DirectionParams
-from dtn.emulator.contacts import ContactSchedule, Passes
-from dtn.emulator.units import (
+from dtn.config.units import (
     parse_address,
     parse_duration,
     parse_instant,
@@ -36,6 +33,9 @@ from dtn.emulator.units import (
     parse_rate,
     parse_size,
 )
+from dtn.contacts import ContactSchedule, Passes
+from dtn.emulator.biterrors import BurstParams
+from dtn.emulator.channel import DEFAULT_QUEUE_BYTES, DirectionParams
 
 DEFAULT_MEMORY_CAP = 64 << 20
 DEFAULT_LATE_THRESHOLD = 0.005  # wall seconds
