@@ -11,28 +11,28 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
-
-import msgspec
+from typing import Literal
 
 from dtn.agent import AgentConfig, Contact, ContactPlan, Link, Route, Router
 from dtn.bundle import EID
-from dtn.clock import ScaledClock, clock_from_config
+from dtn.clock import ScaledClock
 from dtn.config.schedule import ScheduleTable, schedule_from
 from dtn.config.schema import (
     Address,
+    ClockTable,
     ConfigError,
     Duration,
     Instant,
+    LightTime,
     Name,
     Rate,
     Size,
     Table,
     convert,
+    read_clock,
     read_toml,
     register,
 )
-from dtn.config.units import parse_duration
 from dtn.contacts import ContactSchedule
 from dtn.ephemeris import earth_mars_light_time
 from dtn.security import KeyringError, PolicyError
@@ -60,23 +60,6 @@ def _node_id(value: object) -> NodeId:
     return NodeId(value)
 
 
-class LightTime(float):
-    """Seconds, or "auto" (held as NaN; test with `.auto`): from dtn.ephemeris."""
-
-    @property
-    def auto(self) -> bool:
-        return math.isnan(self)
-
-
-def _light_time(value: object) -> LightTime:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return LightTime(math.nan)
-    try:
-        return LightTime(parse_duration(value))
-    except ValueError:
-        raise ValueError(f'expected a duration such as "20min", or "auto", got {value!r}') from None
-
-
 class Mode(int):
     """File permission bits, written as an octal string "0600"."""
 
@@ -90,33 +73,12 @@ def _mode(value: object) -> Mode:
 
 
 register(NodeId, _node_id)
-register(LightTime, _light_time)
 register(Mode, _mode)
 
 
 class NodeTable(Table):
     id: NodeId
     has_clock: bool = True
-
-
-class ClockTable(Table):
-    """As `dtn.clock.clock_from_config` reads it (shared with the emulator)."""
-
-    time_scale: Annotated[float, msgspec.Meta(gt=0, lt=1e12)] | None = (
-        None  # None: $DTN_TIME_SCALE, else 1
-    )
-    epoch: float | None = None  # None: $DTN_CLOCK_EPOCH, else the start of today (UTC)
-
-    def clock(self) -> ScaledClock:
-        return clock_from_config(
-            {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
-        )
-
-
-class _ClockFile(msgspec.Struct):
-    """The clock alone, read first: relative instants elsewhere count from its epoch."""
-
-    clock: ClockTable = ClockTable()
 
 
 class StoreTable(Table):
@@ -348,11 +310,7 @@ def load_node_config(path: str | os.PathLike, data_dir: Path | None = None) -> N
 
 def build_node_config(document: dict, path: Path, data_dir: Path | None = None) -> NodeConfig:
     """The NodeConfig of a TOML document read from `path` (which places relative paths)."""
-    clock_table = convert({"clock": document.get("clock", {})}, _ClockFile, path).clock
-    try:
-        clock = clock_table.clock()
-    except ValueError as error:  # $DTN_TIME_SCALE not a number
-        raise ConfigError(f"{path}: {error}") from None
+    clock = read_clock(document, path)
     raw = convert(document, NodeFile, path, clock.epoch)
     config_dir = path.parent.absolute()
     if data_dir is None and os.environ.get(DATA_DIR_ENV):

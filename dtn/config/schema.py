@@ -12,16 +12,18 @@ unknown key, a `__post_init__` check) comes out as one `ConfigError` line:
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from dtn.clock import ScaledClock, clock_from_config
 from dtn.config import units
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -67,6 +69,23 @@ class Name(str):
     """1-64 letters, digits, '-', '_' or '.'."""
 
 
+class LightTime(float):
+    """Seconds, or "auto" (held as NaN; test with `.auto`): from dtn.ephemeris."""
+
+    @property
+    def auto(self) -> bool:
+        return math.isnan(self)
+
+
+def _light_time(value: object) -> LightTime:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return LightTime(math.nan)
+    try:
+        return LightTime(units.parse_duration(value))
+    except ValueError:
+        raise ValueError(f'expected a duration such as "20min", or "auto", got {value!r}') from None
+
+
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -83,6 +102,7 @@ _PARSERS: dict[type, Callable[[Any], Any]] = {
     Probability: units.parse_probability,
     Address: units.parse_address,
     Name: parse_name,
+    LightTime: _light_time,
 }
 
 
@@ -110,7 +130,27 @@ def convert(document: object, kind: type[T], where: str | Path, epoch: float = 0
     try:
         return msgspec.convert(document, kind, dec_hook=_hook(epoch))
     except msgspec.ValidationError as error:
-        raise ConfigError(f"{where}: {describe(str(error), kind)}") from None
+        message = describe(str(error), kind)
+        if message.startswith("key `") and ", got " not in message:
+            # msgspec's constraint messages ("Expected `int` >= 1") leave out the value
+            found = _lookup(document, message[5 : message.index("`", 5)])
+            if found is not _NOTHING:
+                message += f", got {found!r}"
+        raise ConfigError(f"{where}: {message}") from None
+
+
+_NOTHING = object()
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _lookup(document: object, path: str) -> object:
+    """The raw value at "a.b[0].c" in a TOML document, or _NOTHING."""
+    for name, index in _STEP.findall(path):
+        try:
+            document = document[int(index)] if index else document[name]
+        except (KeyError, IndexError, TypeError):
+            return _NOTHING
+    return document
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -140,6 +180,36 @@ def describe(message: str, kind: type | None = None) -> str:
     return f"key `{path}`: {what}" if path else what
 
 
+class ClockTable(Table):
+    """As `dtn.clock.clock_from_config` reads it (shared with the emulator)."""
+
+    time_scale: Annotated[float, msgspec.Meta(gt=0, lt=1e12)] | None = (
+        None  # None: $DTN_TIME_SCALE, else 1
+    )
+    epoch: float | None = None  # None: $DTN_CLOCK_EPOCH, else the start of today (UTC)
+
+    def clock(self) -> ScaledClock:
+        return clock_from_config(
+            {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        )
+
+
+class _ClockFile(msgspec.Struct):
+    """The clock alone, read first: relative instants elsewhere count from its epoch."""
+
+    clock: ClockTable = ClockTable()
+
+
+def read_clock(document: dict, where: str | Path) -> ScaledClock:
+    """The `[clock]` of a document, read before the rest: relative instants count from its
+    epoch."""
+    table = convert({"clock": document.get("clock", {})}, _ClockFile, where).clock
+    try:
+        return table.clock()
+    except ValueError as error:  # $DTN_TIME_SCALE is not a number
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def read_toml(path: Path) -> dict:
     """The TOML document in `path` (at most MAX_CONFIG_BYTES); ConfigError naming the file."""
     try:
@@ -158,14 +228,6 @@ def parse_toml(raw: bytes | str, where: str | Path) -> dict:
         return tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{where}: not valid TOML: {' '.join(str(error).split())}") from None
-
-
-def table_of(document: dict, key: str, where: str | Path) -> dict:
-    """`document[key]` when it is a table (or absent: empty), for parts read before the rest."""
-    value = document.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: key `{key}`: expected a table, got {value!r}")
-    return value
 
 
 def _literal_choices(kind: type, path: str) -> tuple:
