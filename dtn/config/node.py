@@ -332,6 +332,8 @@ def build_node_config(document: dict, path: Path, data_dir: Path | None = None) 
     except PolicyError as error:
         raise ConfigError(f"{path}: {' '.join(str(error).split())}") from None
     keyfile = None if policy.keyfile is None else config_dir / policy.keyfile
+    if keyfile is not None:  # the policy names the resolved file too
+        policy = SecurityPolicy(policy.rules, str(keyfile))
     schedules = {
         neighbour.name: schedule_from(
             neighbour.contacts,
