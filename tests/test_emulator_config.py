@@ -85,7 +85,13 @@ def test_auto_delay_with_an_ephemeris_date():
             "need 0 < duration <= period",
         ),
         (LINK + "contacts = { outages = [{ start = 10, end = 5 }] }", "start must come before end"),
+        (LINK + 'contacts = "no-such-file.toml"', "key `link[0].contacts`: contacts file"),
         (LINK + 'contacts = "no-such-file.toml"', "cannot read"),
+        (
+            LINK + "[link.b_to_a]\ncontacts = { passes = { period = 1 } }",
+            "`link[0].b_to_a.contacts",
+        ),
+        ("seed = -1\n" + LINK, "key `seed`: expected `int` >= 0, got -1"),
         ("seed = [", "not valid TOML"),
     ],
 )
