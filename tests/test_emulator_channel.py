@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dtn.contacts import ContactSchedule, Passes
 from dtn.emulator.biterrors import BitErrorProcess, BurstParams
 from dtn.emulator.channel import LINK_DOWN, LOSS, QUEUE_FULL, ChannelDirection, DirectionParams
-from dtn.emulator.contacts import ContactSchedule, Passes
 
 DATAGRAM = bytes(range(256)) * 5 + bytes(120)  # 1400 bytes
 

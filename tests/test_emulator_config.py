@@ -61,16 +61,19 @@ def test_auto_delay_with_an_ephemeris_date():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (LINK + "ber = 2", "link 'earth-mars'.ber: expected a probability between 0 and 1"),
-        (LINK + 'rate = "fast"', "link 'earth-mars'.rate: expected a rate"),
-        (LINK + 'delay = "20 parsecs"', "link 'earth-mars'.delay: expected a duration"),
-        (LINK + "[link.a_to_b]\nloss = -0.1", "link 'earth-mars'.a_to_b.loss: expected a prob"),
-        (LINK + "colour = 'red'", "link 'earth-mars': unknown key(s) 'colour'"),
-        (LINK.replace("4557", "99999"), "link 'earth-mars' b.node: expected a port"),
+        (LINK + "ber = 2", "key `link[0].ber`: expected a probability between 0 and 1, got 2"),
+        (LINK + 'rate = "fast"', "key `link[0].rate`: expected a rate"),
+        (LINK + 'delay = "20 parsecs"', "key `link[0].delay`: expected a duration"),
+        (LINK + "[link.a_to_b]\nloss = -0.1", "key `link[0].a_to_b.loss`: expected a prob"),
+        (LINK + "colour = 'red'", "unknown key `link[0].colour`"),
+        (LINK.replace("4557", "99999"), "key `link[0].b.node`: expected a port"),
         (LINK.replace('"127.0.0.1:4656"', '"localhost:4656"'), "expected an IPv4 address"),
-        (LINK + LINK, "link name 'earth-mars' is used twice"),
+        (LINK + LINK, "key `link[1].name`: 'earth-mars' is used twice"),
         ("seed = 1", "no [[link]] defined"),
-        ("[clock]\ntime_scale = 0\n" + LINK, "time_scale must be a positive number"),
+        (
+            "[clock]\ntime_scale = 0\n" + LINK,
+            "key `clock.time_scale`: expected `float` > 0.0, got 0",
+        ),
         (
             LINK + "ber = 1e-6\nburst = { ber_good = 0, ber_bad = 0.1, mean_good_bits = 10, "
             "mean_bad_bits = 10 }",
@@ -82,7 +85,13 @@ def test_auto_delay_with_an_ephemeris_date():
             "need 0 < duration <= period",
         ),
         (LINK + "contacts = { outages = [{ start = 10, end = 5 }] }", "start must come before end"),
+        (LINK + 'contacts = "no-such-file.toml"', "key `link[0].contacts`: contacts file"),
         (LINK + 'contacts = "no-such-file.toml"', "cannot read"),
+        (
+            LINK + "[link.b_to_a]\ncontacts = { passes = { period = 1 } }",
+            "`link[0].b_to_a.contacts",
+        ),
+        ("seed = -1\n" + LINK, "key `seed`: expected `int` >= 0, got -1"),
         ("seed = [", "not valid TOML"),
     ],
 )

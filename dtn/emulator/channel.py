@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dtn.contacts import ContactSchedule
 from dtn.emulator.biterrors import BitErrorProcess, BurstParams
-from dtn.emulator.contacts import ContactSchedule
 from dtn.emulator.draws import uniform_draws
-from dtn.emulator.ephemeris import EphemerisLightTime
+from dtn.ephemeris import EphemerisLightTime
 
 DEFAULT_QUEUE_BYTES = 4 << 20
 

@@ -11,11 +11,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from dtn.config.units import parse_address
 from dtn.emulator.config import ConfigError, load_config
 from dtn.metrics_http import serve_metrics
 from dtn.emulator.proxy import EmulatorProxy
 from dtn.emulator.stats import format_snapshot, render_prometheus
-from dtn.emulator.units import parse_address
 
 log = logging.getLogger("dtn.emulator")
 

@@ -42,8 +42,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from dtn.config.units import parse_duration
 from dtn.emulator.cli import READY_MESSAGE
-from dtn.emulator.units import parse_duration
 
 SOCKET_BUFFER = 4 << 20
 STAMP = struct.Struct("<dQ")  # send time (wall), sequence number

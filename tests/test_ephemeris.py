@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dtn.emulator.config import load_config
-from dtn.emulator.ephemeris import (
+from dtn.ephemeris import (
     EphemerisLightTime,
     earth_mars_distance_au,
     earth_mars_light_time,

@@ -1,9 +1,9 @@
-"""Parsing of the quantities an emulator config is written in: durations, rates, sizes, instants
-and UDP addresses.
+"""Parsing of the quantities node and emulator configs are written in: durations, rates, sizes,
+instants and UDP addresses.
 
 Every parser takes the raw TOML value and returns a plain number (seconds, bit/s, bytes, Unix
-seconds) or raises `ValueError` with a message that names what was expected; the config loader
-adds where in the file the value sits.
+seconds) or raises `ValueError` with a message that names what was expected; the schema layer
+(dtn.config.schema) adds the file and the key the value sits at.
 """
 
 from __future__ import annotations

@@ -1,0 +1,360 @@
+"""A node's TOML config (every key: docs/config.md), and what the node builds from it.
+
+Relative paths: `store.path` and `api.socket` resolve against the data folder (`data_dir`
+argument, else $DTN_DATA_DIR, else the config file's folder); `security.keyfile` and neighbour
+`contacts` files against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dtn.agent import AgentConfig, Contact, ContactPlan, Link, Route, Router
+from dtn.bundle import EID
+from dtn.clock import ScaledClock
+from dtn.config.schedule import ScheduleTable, schedule_from
+from dtn.config.schema import (
+    Address,
+    ClockTable,
+    ConfigError,
+    Duration,
+    Instant,
+    LightTime,
+    Name,
+    Rate,
+    Size,
+    Table,
+    convert,
+    read_clock,
+    read_toml,
+    register,
+)
+from dtn.contacts import ContactSchedule
+from dtn.ephemeris import earth_mars_light_time
+from dtn.security import KeyringError, PolicyError
+from dtn.security.keyfile import load_keyring
+from dtn.security.keyring import Keyring
+from dtn.security.policy import SecurityPolicy
+from dtn.store import Quota
+
+DATA_DIR_ENV = "DTN_DATA_DIR"
+DEFAULT_CONTACT_HORIZON = 30 * 86_400.0  # s of contact plan built ahead (periodic passes)
+_DEFAULTS = AgentConfig()
+
+
+class NodeId(str):
+    """An `ipn:` or `dtn:` endpoint ID."""
+
+
+def _node_id(value: object) -> NodeId:
+    if not isinstance(value, str):
+        raise ValueError(f'expected a node ID such as "ipn:2.0", got {value!r}')
+    try:
+        EID.parse(value)
+    except ValueError:
+        raise ValueError(f'expected a node ID such as "ipn:2.0", got {value!r}') from None
+    return NodeId(value)
+
+
+class Mode(int):
+    """File permission bits, written as an octal string "0600"."""
+
+
+def _mode(value: object) -> Mode:
+    if isinstance(value, str) and value.isdigit() and all(c in "01234567" for c in value):
+        mode = int(value, 8)
+        if mode <= 0o777:
+            return Mode(mode)
+    raise ValueError(f'expected an octal mode such as "0600", got {value!r}')
+
+
+register(NodeId, _node_id)
+register(Mode, _mode)
+
+
+class NodeTable(Table):
+    id: NodeId
+    has_clock: bool = True
+
+
+class StoreTable(Table):
+    path: str = "dtn.db"
+    max_bytes: Size | None = None
+    max_bundles: int | None = None
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+
+    def __post_init__(self) -> None:
+        if self.max_bundles is not None and self.max_bundles < 1:
+            raise ValueError("max_bundles must be at least 1")
+
+
+class ApiTable(Table):
+    socket: str = "dtn.sock"
+    mode: Mode = Mode(0o600)
+    max_message: Size = Size(16 << 20)
+
+
+class MetricsTable(Table):
+    address: Address | None = None  # None: no metrics endpoint
+
+
+class LogTable(Table):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AgentTable(Table):
+    custody_margin: Duration = Duration(_DEFAULTS.custody_margin)
+    signal_delay: Duration = Duration(_DEFAULTS.signal_delay)
+    signal_max_ranges: int = _DEFAULTS.signal_max_ranges
+    default_lifetime: Duration = Duration(_DEFAULTS.default_lifetime)
+    admin_lifetime: Duration = Duration(_DEFAULTS.admin_lifetime)
+    max_bundle_size: Size = Size(_DEFAULTS.max_bundle_size)
+    transmit_batch: int = _DEFAULTS.transmit_batch
+    pacing_window: Duration = Duration(_DEFAULTS.pacing_window)
+    purge_batch: int = _DEFAULTS.purge_batch
+
+    def __post_init__(self) -> None:
+        for key in ("signal_max_ranges", "transmit_batch", "purge_batch"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1")
+        if not self.default_lifetime > 0:
+            raise ValueError("default_lifetime must be > 0")
+
+
+class FecTable(Table):
+    frame_size: int = 8192
+    depth: int = 4
+    linger: Duration = Duration(0.05)
+    reassembly_timeout: Duration = Duration(600.0)
+
+    def __post_init__(self) -> None:
+        if not 256 <= self.frame_size <= 65_507:
+            raise ValueError("frame_size must be 256-65507 bytes")
+        if not 1 <= self.depth <= 255:
+            raise ValueError("depth must be 1-255")
+
+
+class NeighbourTable(Table):
+    name: Name
+    listen: Address
+    address: Address
+    node_id: NodeId | None = None
+    cla: Literal["udp-rs"] = "udp-rs"
+    rate: Rate | None = None  # mission bit/s; None: unpaced
+    light_time: LightTime = LightTime(0.0)
+    ephemeris_date: Instant | None = None  # for "auto": the planets' date at the clock epoch
+    custody: bool = True
+    max_bundle_size: Size | None = None
+    contacts: str | ScheduleTable | None = None
+    contacts_horizon: Duration = Duration(DEFAULT_CONTACT_HORIZON)
+
+    def __post_init__(self) -> None:
+        if self.ephemeris_date is not None and not self.light_time.auto:
+            raise ValueError('ephemeris_date needs light_time = "auto"')
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("rate must be > 0 (leave it out for an unpaced link)")
+        if not self.contacts_horizon > 0:
+            raise ValueError("contacts_horizon must be > 0")
+
+
+class RouteTable(Table):
+    pattern: str
+    via: list[Name]
+
+    def __post_init__(self) -> None:
+        if not self.via:
+            raise ValueError("via must name at least one neighbour")
+
+
+class NodeFile(Table):
+    """The file's shape; `NodeConfig` adds what resolving it against its place needs."""
+
+    node: NodeTable
+    clock: ClockTable = ClockTable()
+    store: StoreTable = StoreTable()
+    api: ApiTable = ApiTable()
+    metrics: MetricsTable = MetricsTable()
+    log: LogTable = LogTable()
+    agent: AgentTable = AgentTable()
+    fec: FecTable = FecTable()
+    security: dict | None = None  # read by SecurityPolicy.from_config
+    neighbour: list[NeighbourTable] = []
+    route: list[RouteTable] = []
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A checked node config with its paths resolved (absolute `Path`s)."""
+
+    path: Path  # the config file
+    file: NodeFile  # every section as written (units parsed)
+    store_path: Path
+    api_socket: Path
+    keyfile: Path | None
+    time_scale: float
+    epoch: float
+    policy: SecurityPolicy
+    schedules: dict[str, ContactSchedule] = field(default_factory=dict)  # by neighbour name
+
+    @property
+    def node_id(self) -> str:
+        return self.file.node.id
+
+    @property
+    def neighbours(self) -> list[NeighbourTable]:
+        return self.file.neighbour
+
+    def clock(self) -> ScaledClock:
+        return ScaledClock(self.time_scale, self.epoch)
+
+    def agent_config(self) -> AgentConfig:
+        agent = self.file.agent
+        return AgentConfig(
+            custody_margin=float(agent.custody_margin),
+            signal_delay=float(agent.signal_delay),
+            signal_max_ranges=agent.signal_max_ranges,
+            default_lifetime=float(agent.default_lifetime),
+            admin_lifetime=float(agent.admin_lifetime),
+            max_bundle_size=int(agent.max_bundle_size),
+            transmit_batch=agent.transmit_batch,
+            pacing_window=float(agent.pacing_window),
+            purge_batch=agent.purge_batch,
+            has_clock=self.file.node.has_clock,
+        )
+
+    def quota(self) -> Quota:
+        store = self.file.store
+        return Quota(
+            max_bytes=None if store.max_bytes is None else int(store.max_bytes),
+            max_bundles=store.max_bundles,
+        )
+
+    def security_policy(self) -> SecurityPolicy:
+        return self.policy
+
+    def keyring(self) -> Keyring:
+        """The key file's keys, checked against the policy's rules (ConfigError if not)."""
+        if self.keyfile is None:
+            return Keyring()
+        try:
+            keyring = load_keyring(self.keyfile)
+            self.policy.check_keys(keyring)
+        except (KeyringError, PolicyError) as error:
+            raise ConfigError(f"{self.path}: {' '.join(str(error).split())}") from None
+        return keyring
+
+    def light_time(self, neighbour: NeighbourTable, at: float) -> float:
+        """One-way light time to `neighbour` at mission time `at`: the fixed value, or for
+        `auto` the Earth–Mars light time from dtn.ephemeris at `at` shifted by ephemeris_date."""
+        if not neighbour.light_time.auto:
+            return float(neighbour.light_time)
+        offset = 0.0 if neighbour.ephemeris_date is None else neighbour.ephemeris_date - self.epoch
+        return earth_mars_light_time(at + offset)
+
+    def router(self, epoch: float) -> Router:
+        """Routes, links and contact plan as of mission time `epoch`.
+
+        A Link's owlt is the light time at `epoch` (for `auto`: from dtn.ephemeris); a contact
+        window's owlt is the light time at the window's start. A schedule with periodic passes is
+        unbounded, so the plan holds the windows of the `contacts_horizon` (default 30 days)
+        after `epoch`; a node running longer builds the router again."""
+        links, contacts = [], []
+        for neighbour in self.neighbours:
+            links.append(
+                Link(
+                    neighbour=neighbour.name,
+                    owlt=self.light_time(neighbour, epoch),
+                    rate_bps=None if neighbour.rate is None else float(neighbour.rate),
+                    max_bundle_size=None
+                    if neighbour.max_bundle_size is None
+                    else int(neighbour.max_bundle_size),
+                    custody=neighbour.custody,
+                )
+            )
+            schedule = self.schedules.get(neighbour.name)
+            if schedule is not None:
+                end = epoch + neighbour.contacts_horizon
+                for start, stop in windows(schedule, epoch, end):
+                    owlt = self.light_time(neighbour, start) if neighbour.light_time.auto else None
+                    contacts.append(Contact(neighbour.name, start, stop, owlt=owlt))
+        routes = [Route(route.pattern, tuple(route.via)) for route in self.file.route]
+        return Router(routes, links, ContactPlan(contacts))
+
+
+def windows(schedule: ContactSchedule, start: float, end: float) -> list[tuple[float, float]]:
+    """The intervals within [start, end] in which `schedule` is up."""
+    result = []
+    t = start
+    while t < end:
+        up, _, until = schedule.state_at(t)
+        stop = min(until, end)
+        if up and stop > t:
+            result.append((t, stop))
+        if not math.isfinite(until) or until <= t:
+            break
+        t = until
+    return result
+
+
+def load_node_config(path: str | os.PathLike, data_dir: Path | None = None) -> NodeConfig:
+    """Read and check a node config; ConfigError (one line, naming file and key) if unusable."""
+    path = Path(path)
+    document = read_toml(path)
+    return build_node_config(document, path, data_dir)
+
+
+def build_node_config(document: dict, path: Path, data_dir: Path | None = None) -> NodeConfig:
+    """The NodeConfig of a TOML document read from `path` (which places relative paths)."""
+    clock = read_clock(document, path)
+    raw = convert(document, NodeFile, path, clock.epoch)
+    config_dir = path.parent.absolute()
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir = Path(os.environ[DATA_DIR_ENV])
+    data = (data_dir or config_dir).absolute()
+    names = [neighbour.name for neighbour in raw.neighbour]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            raise ConfigError(f"{path}: key `neighbour[{index}].name`: {name!r} is used twice")
+    for index, route in enumerate(raw.route):
+        for hop, name in enumerate(route.via):
+            if name not in names:
+                raise ConfigError(
+                    f"{path}: key `route[{index}].via[{hop}]`: expected a neighbour's name "
+                    f"({', '.join(names) or 'none defined'}), got {name!r}"
+                )
+    try:
+        policy = SecurityPolicy.from_config(raw.security)
+    except PolicyError as error:
+        raise ConfigError(f"{path}: {' '.join(str(error).split())}") from None
+    keyfile = None if policy.keyfile is None else config_dir / policy.keyfile
+    if keyfile is not None:  # the policy names the resolved file too
+        policy = SecurityPolicy(policy.rules, str(keyfile))
+    schedules = {
+        neighbour.name: schedule_from(
+            neighbour.contacts,
+            clock.epoch,
+            config_dir,
+            f"{path}: key `neighbour[{index}].contacts`",
+        )
+        for index, neighbour in enumerate(raw.neighbour)
+        if neighbour.contacts is not None
+    }
+    return NodeConfig(
+        path=path,
+        file=raw,
+        store_path=data / raw.store.path,
+        api_socket=data / raw.api.socket,
+        keyfile=keyfile,
+        time_scale=clock.time_scale,
+        epoch=clock.epoch,
+        policy=policy,
+        schedules=schedules,
+    )
+
+
+__all__ = ["NodeConfig", "NodeFile", "load_node_config", "build_node_config"]
