@@ -52,7 +52,8 @@ class _Connection:
         self.wakeup = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
-        self.closing = False
+        self.closing = False  # no more messages are queued
+        self.aborted = False  # queued messages are dropped too
         self.streams: dict[int, _Stream] = {}
         self.next_stream = 1
 
@@ -96,6 +97,7 @@ class _Connection:
 
     def abort(self) -> None:
         self.closing = True
+        self.aborted = True
         self.out.clear()
         self.out_bytes = 0
         self.wakeup.set()
@@ -106,7 +108,7 @@ class _Connection:
             while True:
                 await self.wakeup.wait()
                 self.wakeup.clear()
-                while self.out and not self.closing:
+                while self.out and not self.aborted:
                     frame = self.out.popleft()
                     self.out_bytes -= len(frame)
                     self.writer.write(frame)
@@ -272,7 +274,10 @@ class ApiServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer_task, 1.0)  # flush a final error reply
             writer_task.cancel()
-            writer.transport.abort() if conn.out else writer.close()
+            if conn.out or conn.aborted:
+                writer.transport.abort()
+            else:
+                writer.close()
             self._tasks.discard(task)  # type: ignore[arg-type]
 
     async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
