@@ -9,6 +9,7 @@ client's session; see docs/api.md for what is and is not guaranteed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -322,7 +323,9 @@ class AsyncClient:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> AsyncClient:
+    async def connect(
+        cls, path: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> AsyncClient:
         client = cls(path, **kwargs)
         await client.open()
         return client
@@ -348,15 +351,15 @@ class AsyncClient:
             self._task = None
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await self._writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
             self._writer = None
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         frames = MessageReader(self.max_message)
-        error: BaseException = ConnectionError(f"the dtn node closed the API connection ({self.path})")
+        error: BaseException = ConnectionError(
+            f"the dtn node closed the API connection ({self.path})"
+        )
         try:
             while data := await reader.read(_RECV):
                 for message in frames.feed(data):
@@ -402,7 +405,9 @@ class AsyncClient:
             reply = await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
             self._waiting.pop(seq, None)
-            raise TimeoutError(f"no reply to {op} from the dtn node within {self.timeout} s") from None
+            raise TimeoutError(
+                f"no reply to {op} from the dtn node within {self.timeout} s"
+            ) from None
         return _raise_for(reply)
 
     async def hello(self) -> dict:

@@ -72,7 +72,9 @@ class _Connection:
         )
 
     def event(self, bundle_id: str, name: str, at: float, detail: str) -> None:
-        self.push({"push": "event", "bundle_id": bundle_id, "event": name, "at": at, "detail": detail})
+        self.push(
+            {"push": "event", "bundle_id": bundle_id, "event": name, "at": at, "detail": detail}
+        )
 
     def push(self, message: dict) -> None:
         if self.closing:

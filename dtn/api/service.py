@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 ERROR_CODES = frozenset(
-    {"bad_request", "too_large", "store_full", "unknown_op", "not_found", "bad_endpoint", "internal"}
+    {
+        "bad_request", "too_large", "store_full", "unknown_op",
+        "not_found", "bad_endpoint", "internal",
+    }
 )
 
 
