@@ -68,6 +68,7 @@ def test_random_framed_bodies_raise_only_protocol_error(body: bytes) -> None:
         (struct.pack(">I", 1 << 20) , "too_large"),
         (struct.pack(">I", 0), "bad_length"),
         (struct.pack(">I", 1) + b"\xff", "bad_cbor"),
+        (struct.pack(">I", 3) + b"\xa0\xa0\xa0", "bad_cbor"),  # trailing bytes after a map
         (encode_message([1, 2]), "not_a_map"),  # type: ignore[arg-type]
     ],
 )

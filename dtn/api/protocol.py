@@ -6,6 +6,7 @@ messages; `validate_request` checks a request's fields against the op table.
 
 from __future__ import annotations
 
+import io
 import struct
 
 import cbor2
@@ -61,10 +62,13 @@ class MessageReader:
 
 
 def decode_body(body: bytes) -> dict:
+    stream = io.BytesIO(body)
     try:
-        message = cbor2.loads(body)
+        message = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
         raise ProtocolError("bad_cbor", str(exc)[:200]) from None
+    if stream.tell() != len(body):  # cbor2 ignores trailing bytes; a frame holds one item
+        raise ProtocolError("bad_cbor", f"{len(body) - stream.tell()} bytes after the map")
     if not isinstance(message, dict):
         raise ProtocolError("not_a_map", f"got {type(message).__name__}")
     return message
