@@ -27,6 +27,7 @@ _values = st.recursive(
 _messages = st.dictionaries(st.text(max_size=10), _values, max_size=6)
 
 
+@settings(max_examples=60)
 @given(st.lists(_messages, max_size=5), st.integers(1, 64))
 def test_round_trip_in_any_split(messages: list[dict], step: int) -> None:
     wire = b"".join(encode_message(m) for m in messages)

@@ -38,6 +38,8 @@ class DictService:
         self.streamed: list[tuple[int, str]] = []  # (size, sha256) of streamed sends
         self.disconnects = 0
         self.count = 0
+        self.gate: asyncio.Event | None = None  # if set, streams wait on it after each chunk
+        self.chunks_taken = 0
 
     def hello(self) -> dict:
         return {"node_id": "ipn:2.0", "version": 1, "time_scale": 1.0, "epoch": 0.0}
@@ -60,6 +62,10 @@ class DictService:
         async for chunk in chunks:
             digest.update(chunk)
             size += len(chunk)
+            self.chunks_taken += 1
+            if self.gate is not None:
+                await self.gate.wait()
+                self.gate.clear()
         self.streamed.append((size, digest.hexdigest()))
         return self._new_id()
 
@@ -416,3 +422,31 @@ def test_max_clients(tmp_path: Path) -> None:
             extra.close()
     finally:
         node.stop()
+
+
+def test_stream_backpressure_waits_for_the_service(node: Node) -> None:
+    """At most one chunk waits beyond the one the service holds; the next is not read."""
+    gate = node.call(asyncio.Event)
+    node.service.gate = gate  # type: ignore[assignment]
+    s = raw(node)
+    reader = MessageReader()
+    s.sendall(encode_message({"op": "send_begin", "seq": 1, "destination": "ipn:2.1",
+                              "size": 3}))
+    for seq in (2, 3, 4):
+        s.sendall(encode_message({"op": "send_chunk", "seq": seq, "stream": 1, "data": b"x"}))
+
+    def replies(n: int) -> list[int]:
+        out: list[dict] = []
+        while len(out) < n:
+            out += reader.feed(s.recv(65536))
+        return [r["re"] for r in out if r.get("ok")]
+
+    assert replies(3) == [1, 2, 3]  # the 1st chunk sits with the service, the 2nd is queued
+    s.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        s.recv(65536)  # the 3rd is not accepted while the service holds the 1st
+    assert node.service.chunks_taken == 1
+    s.settimeout(10)
+    node.loop.call_soon_threadsafe(gate.set)
+    assert replies(1) == [4]
+    s.close()
