@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,31 @@ def _send_fields(
     if source is not None:
         fields["source"] = source
     return fields
+
+
+def _send_steps(
+    destination: str, data: bytes | os.PathLike[str], options: dict
+) -> Generator[tuple[str, dict], dict | None, str]:
+    """The requests of one send, for either client: yields (op, fields), is sent each reply.
+
+    A path is streamed in CHUNK pieces with send_begin/chunk/end, never read whole.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        reply = yield "send", {"destination": destination, "data": bytes(data), **options}
+        assert reply is not None
+        return reply["bundle_id"]
+    path = os.fspath(data)
+    with open(path, "rb") as f:  # local reads of 1 MiB: not worth a thread hop in AsyncClient
+        begin = {"destination": destination, "size": os.fstat(f.fileno()).st_size,
+                 "name": os.path.basename(path)[:4096], **options}
+        reply = yield "send_begin", begin
+        assert reply is not None
+        stream = reply["stream"]
+        while chunk := f.read(CHUNK):
+            yield "send_chunk", {"stream": stream, "data": chunk}
+        reply = yield "send_end", {"stream": stream}
+        assert reply is not None
+        return reply["bundle_id"]
 
 
 def _received(push: dict, client: Any) -> Received:
@@ -235,21 +260,15 @@ class Client:
         source: str | None = None,
     ) -> str:
         """Send bytes, or stream a file given by path; returns the bundle id once durable."""
-        fields = _send_fields(lifetime, custody, priority, report, source)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            return self._request("send", destination=destination, data=bytes(data), **fields)[
-                "bundle_id"
-            ]
-        path = os.fspath(data)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            stream = self._request(
-                "send_begin", destination=destination, size=size,
-                name=os.path.basename(path)[:4096], **fields,
-            )["stream"]
-            while chunk := f.read(CHUNK):
-                self._request("send_chunk", stream=stream, data=chunk)
-            return self._request("send_end", stream=stream)["bundle_id"]
+        steps = _send_steps(destination, data, _send_fields(lifetime, custody, priority, report,
+                                                            source))
+        reply: dict = {}
+        try:
+            while True:
+                op, fields = steps.send(reply or None)
+                reply = self._request(op, **fields)
+        except StopIteration as done:
+            return done.value
 
     def register(self, endpoint: str) -> None:
         self._request("register", endpoint=endpoint)
@@ -425,21 +444,15 @@ class AsyncClient:
         source: str | None = None,
     ) -> str:
         """Send bytes, or stream a file given by path; returns the bundle id once durable."""
-        fields = _send_fields(lifetime, custody, priority, report, source)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            reply = await self._request("send", destination=destination, data=bytes(data), **fields)
-            return reply["bundle_id"]
-        path = os.fspath(data)
-        with open(path, "rb") as f:  # local file reads of 1 MiB: not worth a thread hop
-            size = os.fstat(f.fileno()).st_size
-            reply = await self._request(
-                "send_begin", destination=destination, size=size,
-                name=os.path.basename(path)[:4096], **fields,
-            )
-            stream = reply["stream"]
-            while chunk := f.read(CHUNK):
-                await self._request("send_chunk", stream=stream, data=chunk)
-            return (await self._request("send_end", stream=stream))["bundle_id"]
+        steps = _send_steps(destination, data, _send_fields(lifetime, custody, priority, report,
+                                                            source))
+        reply: dict = {}
+        try:
+            while True:
+                op, fields = steps.send(reply or None)
+                reply = await self._request(op, **fields)
+        except StopIteration as done:
+            return done.value
 
     async def register(self, endpoint: str) -> None:
         await self._request("register", endpoint=endpoint)
