@@ -1,0 +1,1 @@
+"""Local application API of the node daemon: protocol, service interface, server."""
