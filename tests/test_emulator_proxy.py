@@ -15,9 +15,9 @@ from pathlib import Path
 
 from dtn.emulator.cli import READY_MESSAGE
 from dtn.emulator.config import load_config, parse_config
-from dtn.metrics_http import serve_metrics
 from dtn.emulator.proxy import EARLY_SEND, EmulatorProxy
 from dtn.emulator.stats import render_prometheus
+from dtn.metrics_http import serve_metrics
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 SCALE = 1000.0

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from dtn.config.units import parse_address
 from dtn.emulator.config import ConfigError, load_config
-from dtn.metrics_http import serve_metrics
 from dtn.emulator.proxy import EmulatorProxy
 from dtn.emulator.stats import format_snapshot, render_prometheus
+from dtn.metrics_http import serve_metrics
 
 log = logging.getLogger("dtn.emulator")
 
