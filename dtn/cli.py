@@ -13,7 +13,13 @@ import sys
 
 from dtn import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("dtn.emulator.cli", "dtn.payload.cli", "dtn.security.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "dtn.node.cli",
+    "dtn.api.cli",
+    "dtn.emulator.cli",
+    "dtn.payload.cli",
+    "dtn.security.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

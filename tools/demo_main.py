@@ -1,4 +1,5 @@
-"""The Earth–Mars demo on the embedded defaults: `./tools/demo`.
+"""The Earth–Mars demo on the embedded defaults: `./tools/demo` runs real node and emulator
+processes (tools/demo_real.py); `./tools/demo --virtual` runs the cores in one process, as below.
 
 Two bundle agents, Earth (ipn:1.0) and Mars (ipn:2.0), each on a real SQLite store in a temporary
 folder, talk over an emulated deep-space link: 20 minutes of light time each way, 256 kbit/s up
@@ -187,7 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ber", type=float, default=1e-5, help="bit error rate")
     parser.add_argument("--commands", type=int, default=5, help="bundles Earth sends")
     parser.add_argument("--telemetry", type=int, default=100, help="bundles Mars sends")
+    parser.add_argument("--virtual", action="store_true",
+                        help="run the cores in one process on virtual time instead of real "
+                        "node and emulator processes")
     args = parser.parse_args(argv)
+    if not args.virtual:
+        from tools.demo_real import run
+
+        return run()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dtn-demo-") as folder:
         mission = Mission(Path(folder), args.seed, args.loss, args.ber)

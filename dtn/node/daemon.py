@@ -1,0 +1,469 @@
+"""The node daemon: store + agent + payload pipeline + convergence layers + application API in
+one asyncio process, on the shared scaled clock.
+
+It holds no protocol logic. Each event-loop turn feeds the agent what came in (bundles from the
+CLAs, submissions and acknowledgements from applications, timers, contact edges); one flush at
+the end of the turn calls `agent.next_actions()`, which commits the store, and only then are
+applications told "accepted", Transmits handed to the CLAs and Delivers offered to
+applications. So nothing is acknowledged before it is durable (docs/agent.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from dtn import __version__
+from dtn.agent import Agent, Deliver, Event, Router, Transmit
+from dtn.api.service import ApiError, Delivery, SendRequest, Sink
+from dtn.bundle import EID, Bundle, BundleError, BundleFlags
+from dtn.cla.udp import UdpRsConfig, UdpRsLink
+from dtn.cla.udp_shell import UdpRsEndpoint
+from dtn.clock import unix_from_dtn_ms
+from dtn.config import NodeConfig
+from dtn.payload import COMPRESSION_BLOCK_TYPE, PayloadPipeline, PayloadReason, PayloadRejected
+from dtn.store import BundleStore, StoreError, StoreFull
+from dtn.store.schema import State
+
+from .logs import log_event
+
+MAX_OUTSTANDING = 256  # deliveries a client holds un-acknowledged before more are offered
+_NARRATED = ("signals_sent", "signals_received", "retransmissions")
+
+
+class Node:
+    """One running node; implements dtn.api.service.Service for the API server."""
+
+    def __init__(self, config: NodeConfig, log: logging.Logger) -> None:
+        self.config = config
+        self.log = log
+        self.clock = config.clock()
+        self.node_id = EID.parse(config.node_id)
+        self.counters: Counter[str] = Counter()
+        self.store = BundleStore(
+            config.store_path, quota=config.quota(), synchronous=config.file.store.synchronous
+        )
+        fec = config.file.fec
+        self.links: dict[str, UdpRsLink] = {}
+        for neighbour in config.neighbours:
+            self.links[neighbour.name] = UdpRsLink(
+                UdpRsConfig(
+                    frame_size=fec.frame_size,
+                    depth=fec.depth,
+                    linger=fec.linger,
+                    rate_bps=neighbour.rate,
+                    reassembly_timeout=fec.reassembly_timeout,
+                )
+            )
+        self.router = self._router()
+        self.agent = self._agent()
+        self.pipeline = PayloadPipeline(config.security_policy(), config.keyring(), self.node_id)
+        self.endpoints: dict[tuple[str, int], UdpRsEndpoint] = {}
+        self._peer_endpoint: dict[str, UdpRsEndpoint] = {}
+        self._durable: list[asyncio.Future] = []
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._contact_timer: asyncio.TimerHandle | None = None
+        self._up: set[str] = set()
+        self._seen = Counter()
+        # deliveries: waiting for a client (store row IDs), and handed out but not acked
+        self._registered: dict[str, list[Sink]] = defaultdict(list)
+        self._waiting: dict[str, deque[int]] = defaultdict(deque)
+        self._outstanding: dict[int, tuple[Sink, str]] = {}
+        self._held: Counter[Sink] = Counter()
+        self._watchers: dict[str, set[Sink]] = defaultdict(set)
+
+    # === set-up ================================================================================
+
+    def _router(self) -> Router:
+        """The configured router, with link rates as the agent should pace them: bundle bytes,
+        the CLA's framing and parity taken off."""
+        router = self.config.router(self.clock.now())
+        router.links = {
+            name: replace(link, rate_bps=link.rate_bps * self.links[name].efficiency)
+            if link.rate_bps and name in self.links
+            else link
+            for name, link in router.links.items()
+        }
+        return router
+
+    def _agent(self) -> Agent:
+        agent_config = replace(
+            self.config.agent_config(),
+            extra_block_types=frozenset({COMPRESSION_BLOCK_TYPE}),
+        )
+        return Agent(self.node_id, self.store, self.router, agent_config)
+
+    async def start(self) -> None:
+        for neighbour in self.config.neighbours:
+            endpoint = self.endpoints.get(neighbour.listen)
+            if endpoint is None:
+                endpoint = UdpRsEndpoint(neighbour.listen, self.clock, self._on_bundles)
+                await endpoint.start()
+                self.endpoints[neighbour.listen] = endpoint
+            endpoint.add_peer(neighbour.name, neighbour.address, self.links[neighbour.name])
+            self._peer_endpoint[neighbour.name] = endpoint
+        self._contacts()
+        self._kick()
+
+    def close(self) -> None:
+        for handle in (self._timer, self._contact_timer):
+            if handle is not None:
+                handle.cancel()
+        for endpoint in self.endpoints.values():
+            endpoint.close()
+        try:
+            self.agent.next_actions()
+        except StoreError as exc:
+            log_event(self.log, "store_error", str(exc), logging.ERROR)
+        self.store.close()
+
+    # === contacts ==============================================================================
+
+    def _contacts(self) -> None:
+        """Bring links up and down as the contact plan says (unplanned links: always up)."""
+        now = self.clock.now()
+        plan = self.router.plan
+        for name in self.links:
+            up = plan.is_up(name, now) if plan.plans(name) else True
+            if up and name not in self._up:
+                self._up.add(name)
+                self.agent.contact_up(name, now)
+                log_event(self.log, "contact_up", f"link to {name} is up", neighbour=name)
+            elif not up and name in self._up:
+                self._up.discard(name)
+                self.agent.contact_down(name, now)
+                log_event(self.log, "contact_down", f"link to {name} is down", neighbour=name)
+        edge = plan.next_transition(now)
+        if edge is not None:
+            delay = self.clock.wall_seconds_until(edge[0])
+            self._contact_timer = asyncio.get_running_loop().call_later(delay, self._on_edge)
+
+    def _on_edge(self) -> None:
+        self._contacts()
+        self._kick()
+
+    # === the turn ==============================================================================
+
+    def _kick(self) -> None:
+        """Flush once at the end of this event-loop turn, whatever came in during it."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        durable, self._durable = self._durable, []
+        try:
+            actions = self.agent.next_actions()
+        except StoreError as exc:
+            # The group is lost and nobody was told: start again from what the store holds.
+            log_event(self.log, "store_error", f"{exc}; rebuilding the agent", logging.ERROR)
+            self.agent = self._agent()
+            for name in self._up:
+                self.agent.contact_up(name, self.clock.now())
+            for future in durable:
+                if not future.done():
+                    future.set_exception(ApiError("internal", f"store commit failed: {exc}"))
+            self._kick()
+            return
+        for future in durable:
+            if not future.done():
+                future.set_result(None)
+        for action in actions:
+            if isinstance(action, Transmit):
+                self._peer_endpoint[action.neighbour].send(action.neighbour, action.data)
+                self._notify(str(action.bundle_id), "forwarded", f"to {action.neighbour}")
+                log_event(self.log, "forwarded", f"{action.bundle_id} to {action.neighbour}",
+                          logging.DEBUG, bundle=str(action.bundle_id), neighbour=action.neighbour)
+            elif isinstance(action, Deliver):
+                self._on_deliver(action)
+            else:
+                self._on_event(action)
+        self._narrate()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.agent.next_deadline()
+        if deadline is not None:
+            delay = self.clock.wall_seconds_until(deadline)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.agent.timer(self.clock.now())
+        self._kick()
+
+    def _on_bundles(self, neighbour: str, bundles: list[bytes]) -> None:
+        self.agent.receive_many(bundles, neighbour, self.clock.now())
+        self._kick()
+
+    def _narrate(self) -> None:
+        counters = self.agent.counters
+        for name in _NARRATED:
+            change = counters[name] - self._seen[name]
+            if change:
+                self._seen[name] = counters[name]
+                log_event(self.log, name, f"{change} (total {counters[name]})", count=change)
+
+    def _on_event(self, event: Event) -> None:
+        bundle = None if event.bundle_id is None else str(event.bundle_id)
+        level = logging.WARNING if event.name in ("malformed", "refused") else logging.INFO
+        if event.name == "duplicate":
+            level = logging.DEBUG
+        log_event(self.log, event.name, f"{bundle or ''} {event.detail}".strip(), level,
+                  bundle=bundle, detail=event.detail)
+        if event.name == "custody_released":
+            self._custody_released()
+        elif event.name == "status_report" and bundle is not None:
+            for assertion in event.detail.split(":")[0].split(","):
+                self._notify(bundle, assertion, event.detail)
+        elif bundle is not None and event.name in ("expired", "refused"):
+            self._notify(bundle, event.name, event.detail)
+
+    def _custody_released(self) -> None:
+        """Tell watchers of bundles now released by the next custodian."""
+        for bundle_id in list(self._watchers):
+            known = self.store.known(bundle_id)
+            if known is not None and known[0] == State.DONE:
+                self._notify(bundle_id, "custody_accepted", "by the next hop")
+
+    def _notify(self, bundle_id: str, name: str, detail: str) -> None:
+        sinks = self._watchers.get(bundle_id)
+        if sinks:
+            now = self.clock.now()
+            for sink in sinks:
+                sink.event(bundle_id, name, now, detail)
+            if name in ("delivered", "expired", "deleted", "refused"):
+                del self._watchers[bundle_id]
+
+    # === delivery ==============================================================================
+
+    def _on_deliver(self, action: Deliver) -> None:
+        if action.is_admin_record:  # for an endpoint of ours that no application handles
+            self.agent.delivered(action.delivery_id, self.clock.now())
+            self._kick()
+            return
+        endpoint = action.endpoint
+        if self._offer(endpoint, action.delivery_id, action) is None:
+            self._waiting[endpoint].append(action.delivery_id)
+
+    def _offer(self, endpoint: str, delivery_id: int, action: Deliver | None) -> Sink | None:
+        """Hand one stored bundle to a registered client with room; the client, or None."""
+        sink = next(
+            (s for s in self._registered.get(endpoint, ()) if self._held[s] < MAX_OUTSTANDING),
+            None,
+        )
+        if sink is None:
+            return None
+        if action is None:
+            row = self.store.get(delivery_id)
+            if row is None or row.state != State.DELIVERABLE:
+                return sink  # gone meanwhile (expired): nothing to hand over
+            bundle = Bundle.decode(row.data)
+        else:
+            bundle = action.bundle
+        try:
+            data = self.pipeline.deliver(bundle)
+        except (PayloadRejected, BundleError) as exc:
+            self.counters["payload_rejected"] += 1
+            log_event(self.log, "rejected", f"{bundle.id}: {exc}", logging.WARNING,
+                      bundle=str(bundle.id))
+            self.agent.delivered(delivery_id, self.clock.now())  # never for an application
+            self._kick()
+            return sink
+        primary = bundle.primary
+        created = unix_from_dtn_ms(primary.creation_time) if primary.creation_time else 0.0
+        sink.deliver(
+            Delivery(endpoint, delivery_id, str(bundle.id), str(primary.source), data, created)
+        )
+        self._outstanding[delivery_id] = (sink, endpoint)
+        self._held[sink] += 1
+        self.counters["offered"] += 1
+        log_event(self.log, "delivered", f"{bundle.id} to {endpoint}, {len(data)} B",
+                  bundle=str(bundle.id), endpoint=endpoint, size=len(data))
+        return sink
+
+    def _pump(self, endpoint: str) -> None:
+        waiting = self._waiting.get(endpoint)
+        while waiting:
+            if self._offer(endpoint, waiting[0], None) is None:
+                return
+            waiting.popleft()
+
+    # === Service: what the API server calls =====================================================
+
+    def hello(self) -> dict:
+        return {
+            "node_id": str(self.node_id),
+            "version": __version__,
+            "time_scale": self.clock.time_scale,
+            "epoch": self.clock.epoch,
+            "now": self.clock.now(),
+        }
+
+    async def send(self, request: SendRequest) -> str:
+        now = self.clock.now()
+        try:
+            destination = EID.parse(request.destination)
+            source = self.node_id if request.source is None else EID.parse(request.source)
+        except (BundleError, ValueError) as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        if source.node_id != self.node_id:
+            raise ApiError("bad_endpoint", f"{source} is not an endpoint of {self.node_id}")
+        if not 0 <= request.priority <= 2:
+            raise ApiError("bad_request", f"priority must be 0, 1 or 2, got {request.priority}")
+        lifetime = self.config.agent_config().default_lifetime
+        if request.lifetime is not None:
+            if not 0 < request.lifetime < 2**40:
+                raise ApiError("bad_request", f"lifetime must be > 0 s, got {request.lifetime}")
+            lifetime = request.lifetime
+        creation_time, sequence = self.agent.next_creation(now)
+        try:
+            bundle = self.pipeline.send(
+                request.data,
+                source,
+                destination,
+                creation_time=creation_time,
+                sequence=sequence,
+                lifetime=round(lifetime * 1000),
+                report_to=self.node_id if request.report else None,
+                flags=int(BundleFlags.REPORT_DELIVERY) if request.report else 0,
+            )
+            self.agent.submit_bundle(
+                bundle, now, priority=request.priority, custody=request.custody
+            )
+        except PayloadRejected as exc:
+            code = "too_large" if exc.reason == PayloadReason.TOO_LARGE else "bad_request"
+            raise ApiError(code, str(exc)) from None
+        except StoreFull as exc:
+            self.counters["store_full"] += 1
+            log_event(self.log, "rejected", f"submission to {destination}: {exc}",
+                      logging.WARNING)
+            raise ApiError("store_full", str(exc)) from None
+        future = asyncio.get_running_loop().create_future()
+        self._durable.append(future)
+        self._kick()
+        await future
+        bundle_id = str(bundle.id)
+        log_event(self.log, "accepted", f"{bundle_id} for {destination}, {len(request.data)} B",
+                  bundle=bundle_id, destination=str(destination), size=len(request.data))
+        return bundle_id
+
+    async def send_stream(self, request: SendRequest, chunks: AsyncIterator[bytes]) -> str:
+        """A streamed send: gathered up to the pipeline's payload maximum, then one bundle."""
+        limit = self.pipeline.max_payload
+        if request.size is not None and request.size > limit:
+            raise ApiError("too_large", f"{request.size} bytes is above the maximum {limit}")
+        parts, size = [], 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise ApiError("too_large", f"stream is above the maximum of {limit} bytes")
+            parts.append(chunk)
+        return await self.send(replace(request, data=b"".join(parts)))
+
+    def register(self, endpoint: str, sink: Sink) -> None:
+        try:
+            eid = EID.parse(endpoint)
+        except (BundleError, ValueError) as exc:
+            raise ApiError("bad_endpoint", str(exc)) from None
+        if eid.node_id != self.node_id:
+            raise ApiError("bad_endpoint", f"{endpoint} is not an endpoint of {self.node_id}")
+        text = str(eid)
+        if sink not in self._registered[text]:
+            self._registered[text].append(sink)
+        log_event(self.log, "registered", text, endpoint=text)
+        self._pump(text)
+
+    def unregister(self, endpoint: str, sink: Sink) -> None:
+        sinks = self._registered.get(endpoint, [])
+        if sink in sinks:
+            sinks.remove(sink)
+
+    def ack(self, sink: Sink, delivery: int) -> None:
+        held = self._outstanding.get(delivery)
+        if held is None or held[0] is not sink:
+            raise ApiError("not_found", f"no delivery {delivery} outstanding on this connection")
+        del self._outstanding[delivery]
+        self._held[sink] -= 1
+        self.agent.delivered(delivery, self.clock.now())
+        self._kick()
+        self._pump(held[1])
+
+    def watch(self, bundle_id: str, sink: Sink) -> None:
+        self._watchers[bundle_id].add(sink)
+
+    def disconnected(self, sink: Sink) -> None:
+        for sinks in self._registered.values():
+            if sink in sinks:
+                sinks.remove(sink)
+        for sinks in self._watchers.values():
+            sinks.discard(sink)
+        back = defaultdict(list)
+        for delivery, (holder, endpoint) in list(self._outstanding.items()):
+            if holder is sink:
+                del self._outstanding[delivery]
+                back[endpoint].append(delivery)
+        self._held.pop(sink, None)
+        for endpoint, deliveries in back.items():
+            self._waiting[endpoint].extendleft(reversed(sorted(deliveries)))
+            self._pump(endpoint)
+
+    def status(self) -> dict:
+        now = self.clock.now()
+        by_state = self.store.count_by_state()
+        links = {}
+        for name, link in self.links.items():
+            counters = link.counters
+            contact = self.router.plan.current_or_next(name, now)
+            links[name] = {
+                "up": name in self._up,
+                "rate_bps": link.rate_bps,
+                "light_time": self.router.link(name, now).owlt,
+                "queued_bytes": link.queued_bytes,
+                "next_contact": None if contact is None else [contact.start, contact.end],
+                "bundles_out": counters.bundles_out,
+                "bundles_in": counters.bundles_in,
+                "datagrams_out": counters.datagrams_out,
+                "datagrams_in": counters.datagrams_in,
+                "frames_corrected": counters.fec.frames_corrected,
+                "frames_dropped": dict(counters.fec.frames_dropped),
+            }
+        return {
+            "node_id": str(self.node_id),
+            "now": now,
+            "store": {
+                "bundles": self.store.bundle_count,
+                "bytes": self.store.bytes_used,
+                "by_state": {state.name.lower(): list(v) for state, v in by_state.items()},
+                "quota_bytes": self.store.quota.max_bytes,
+                "quota_bundles": self.store.quota.max_bundles,
+            },
+            "custody_in_flight": by_state.get(State.IN_FLIGHT, (0, 0))[0],
+            "agent": dict(self.agent.counters),
+            "node": dict(self.counters),
+            "links": links,
+            "waiting_for_application": {e: len(q) for e, q in self._waiting.items() if q},
+        }
+
+    def bundles(self, limit: int) -> list[dict]:
+        return [
+            {
+                "id": row.id,
+                "bundle_id": row.key,
+                "state": row.state.name.lower(),
+                "next_hop": row.next_hop,
+                "priority": row.priority,
+                "size": row.size,
+                "expires": row.expires,
+                "retransmit_at": row.retransmit_at,
+            }
+            for row in self.store.listing(limit)
+        ]

@@ -1,0 +1,85 @@
+"""Two real node daemons and the link emulator on 127.0.0.1, for the integration tests.
+
+The configs are written per test with free ports, a short light time (so custody timers run
+out within a test) and the channel the test asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dtn.scenario.processes import Network, free_udp_ports, private_copy
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SCALE = 1000
+
+
+def node_config(name: str, node: int, other: str, other_node: int, listen: int, send_to: int,
+                light_time: str, rate: str, extra: str = "") -> str:
+    return f"""
+[node]
+id = "ipn:{node}.0"
+[clock]
+time_scale = {SCALE}
+[store]
+path = "{name}.db"
+synchronous = "NORMAL"
+{extra}
+[api]
+socket = "{name}.sock"
+[log]
+level = "info"
+[agent]
+custody_margin = "5s"
+[security]
+keyfile = "keys-example.toml"
+[[security.rule]]
+destination = "ipn:{other_node}.*"
+source = "ipn:{other_node}.*"
+bcb = "A256GCM"
+key = "mars-link"
+[[neighbour]]
+name = "{other}"
+listen = "127.0.0.1:{listen}"
+address = "127.0.0.1:{send_to}"
+rate = "{rate}"
+light_time = "{light_time}"
+[[route]]
+pattern = "ipn:{other_node}.*"
+via = ["{other}"]
+"""
+
+
+def earth_mars(folder: Path, *, light_time: str = "60s", rate: str = "2 Mbit/s",
+               ber: float = 0.0, loss: float = 0.0, earth_store: str = "",
+               mars_store: str = "") -> tuple[Network, Path, Path, Path]:
+    """A Network (not started) and the three configs: earth, mars, emulator."""
+    earth_port, mars_port, to_mars, to_earth = free_udp_ports(4)
+    private_copy(CONFIGS / "keys-example.toml", folder)
+    earth = folder / "earth.toml"
+    earth.write_text(node_config("earth", 1, "mars", 2, earth_port, to_mars, light_time, rate,
+                                 earth_store))
+    mars = folder / "mars.toml"
+    mars.write_text(node_config("mars", 2, "earth", 1, mars_port, to_earth, light_time, rate,
+                                mars_store))
+    emulator = folder / "emulator.toml"
+    emulator.write_text(f"""
+seed = 7
+[clock]
+time_scale = {SCALE}
+[[link]]
+name = "earth-mars"
+a = {{ name = "earth", node = "127.0.0.1:{earth_port}", listen = "127.0.0.1:{to_mars}" }}
+b = {{ name = "mars", node = "127.0.0.1:{mars_port}", listen = "127.0.0.1:{to_earth}" }}
+delay = "{light_time}"
+rate = "{rate}"
+ber = {ber}
+loss = {loss}
+""")
+    return Network(folder), earth, mars, emulator
+
+
+def start(net: Network, earth: Path, mars: Path, emulator: Path) -> None:
+    net.emulator(emulator)
+    net.node("earth", earth)
+    net.node("mars", mars)
+    net.wait_ready()
