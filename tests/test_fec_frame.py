@@ -210,7 +210,7 @@ def test_a_dual_basis_frame_says_so():
         (b"", "truncated"),
         (fmt.MARKER + b"\x14" * 4, "truncated"),
         (b"\x00" * 600, "bad_marker"),
-        (fmt.MARKER + b"\x24" * 5 + bytes(1020), "bad_format"),  # version 2
+        (fmt.MARKER + b"\x34" * 5 + bytes(1020), "bad_format"),  # version 3
         (fmt.MARKER + b"\x17" * 5 + bytes(1020), "bad_format"),  # depth index 7
         (fmt.MARKER + b"\x13" * 5 + bytes(1021), "bad_length"),  # 1021 is not 4 codewords
         (fmt.MARKER + b"\x10" * 5 + bytes(40), "bad_length"),  # too short for a header

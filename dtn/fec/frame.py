@@ -1,6 +1,8 @@
-"""The link frame, version 1: bundle bytes <-> Reed-Solomon coded datagrams (sans-I/O).
+"""The link frame, versions 1 and 2: bundle bytes <-> Reed-Solomon coded datagrams (sans-I/O).
 
-One frame is one UDP datagram (docs/fec.md has the full format):
+One frame is one UDP datagram (docs/fec.md has the full format). Version 1 carries one piece
+of one bundle; version 2 ("packed") carries a sequence of records, each a piece of a bundle,
+so that many small bundles share a frame. The prefix and RS layout are the same in both:
 
     marker      4 bytes   1A CF FC 1D (the CCSDS attached sync marker), <= 4 bit errors accepted
     format      5 bytes   one byte sent five times, read by bitwise majority:
@@ -13,6 +15,12 @@ One frame is one UDP datagram (docs/fec.md has the full format):
         payload
         crc32c      4 bytes   CRC-32C of header + payload: catches a miscorrection
         zero fill   up to the codeblocks' data capacity
+    version 2 content:
+        header      4 bytes   records length u16 (bytes after this header), record count u16
+        records     each: bundle id u64, bundle length u32, offset u32, piece length u16,
+                    then the piece (bytes [offset, offset + length) of the bundle)
+        crc32c      4 bytes   CRC-32C of header + records
+        zero fill
 
 The receiver learns I from the format byte and G and n from the datagram length alone:
 G = ceil(body / (255 I)), n = body / (G I). Full frames use 255-symbol codewords; the last
@@ -24,6 +32,7 @@ Both directions work on many frames at once with numpy; `decode_frames` is the b
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,7 +44,9 @@ from dtn.fec import rs
 
 MARKER = bytes.fromhex("1ACFFC1D")
 MARKER_TOLERANCE = 4  # bit errors accepted in the marker
-VERSION = 1
+VERSION = 1  # one piece of one bundle per frame
+PACKED_VERSION = 2  # records: pieces of several bundles per frame
+VERSIONS = (VERSION, PACKED_VERSION)
 DEPTHS = (1, 2, 3, 4, 5, 8)  # interleaving depths I; a burst of 16 I bytes is corrected
 FORMAT_COPIES = 5
 PREFIX_LEN = len(MARKER) + FORMAT_COPIES
@@ -50,6 +61,10 @@ HEADER = np.dtype(
 )
 CRC_LEN = 4
 OVERHEAD = HEADER.itemsize + CRC_LEN  # content bytes per frame that are not payload
+PACKED_HEADER = struct.Struct(">HH")  # records length, record count
+RECORD = struct.Struct(">QIIH")  # bundle id, bundle length, offset, piece length
+PACKED_OVERHEAD = PACKED_HEADER.size + CRC_LEN
+MAX_PACKED_BUNDLE = 2**32 - 1
 MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
 
 _MARKER_ARRAY = np.frombuffer(MARKER, dtype=np.uint8)
@@ -74,18 +89,19 @@ class FrameError(ValueError):
 
 
 class FrameFormat(NamedTuple):
-    """What the format byte says: the interleaving depth and the symbol basis."""
+    """What the format byte says: the interleaving depth, the symbol basis, the version."""
 
     depth: int
     dual_basis: bool
+    version: int = VERSION
 
     @property
     def byte(self) -> int:
-        return VERSION << 4 | int(self.dual_basis) << 3 | DEPTHS.index(self.depth)
+        return self.version << 4 | int(self.dual_basis) << 3 | DEPTHS.index(self.depth)
 
     @classmethod
     def from_byte(cls, byte: int) -> FrameFormat:
-        return cls(DEPTHS[byte & 7], bool(byte & 8))
+        return cls(DEPTHS[byte & 7], bool(byte & 8), byte >> 4)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,10 @@ class FrameConfig:
     @property
     def format(self) -> FrameFormat:
         return FrameFormat(self.depth, self.dual_basis)
+
+    @property
+    def packed_format(self) -> FrameFormat:
+        return FrameFormat(self.depth, self.dual_basis, PACKED_VERSION)
 
     @property
     def payload_per_frame(self) -> int:
@@ -236,12 +256,18 @@ def _encode_batch(
     content[:, HEADER.itemsize : crc_at] = chunks
     crcs = np.array([crc32c.crc32c(row[:crc_at]) for row in content], dtype=">u4")
     content[:, crc_at : crc_at + CRC_LEN] = crcs.view(np.uint8).reshape(frames, CRC_LEN)
+    return code_contents(config.format, layout, content)
 
-    codec = rs.codec(config.dual_basis)
+
+def code_contents(frame_format: FrameFormat, layout: Layout, content: np.ndarray) -> list[bytes]:
+    """Datagrams of (F, layout.content_len) frame contents: prefix, RS parity, interleaving.
+    This is the part every version shares; a version only says what the content holds."""
+    frames = content.shape[0]
+    codec = rs.codec(frame_format.dual_basis)
     parity = codec.parity(_codeword_major(content, layout, layout.data_len).T)
     out = np.empty((frames, PREFIX_LEN + layout.body_len), dtype=np.uint8)
     out[:, : len(MARKER)] = _MARKER_ARRAY
-    out[:, len(MARKER) : PREFIX_LEN] = config.format.byte
+    out[:, len(MARKER) : PREFIX_LEN] = frame_format.byte
     body = out[:, PREFIX_LEN:].reshape(frames, layout.groups, layout.length, layout.depth)
     body[:, :, : layout.data_len] = content.reshape(
         frames, layout.groups, layout.data_len, layout.depth
@@ -256,7 +282,7 @@ def _encode_batch(
 
 
 class DecodedFrame(NamedTuple):
-    """A frame whose content passed the RS decoder and the CRC."""
+    """A version 1 frame whose content passed the RS decoder and the CRC."""
 
     bundle_id: int
     bundle_length: int
@@ -267,7 +293,26 @@ class DecodedFrame(NamedTuple):
     format: FrameFormat
 
 
-def decode_frame(datagram: bytes, fallback: FrameFormat | None = None) -> DecodedFrame:
+class Piece(NamedTuple):
+    """Bytes [offset, offset + len(data)) of a bundle, as a version 2 record carries them."""
+
+    bundle_id: int
+    bundle_length: int
+    offset: int
+    data: bytes
+
+
+class PackedFrame(NamedTuple):
+    """A version 2 frame whose content passed the RS decoder, the CRC and the record checks."""
+
+    pieces: list[Piece]
+    corrected_symbols: int
+    format: FrameFormat
+
+
+def decode_frame(
+    datagram: bytes, fallback: FrameFormat | None = None
+) -> DecodedFrame | PackedFrame:
     """Decode one datagram; raises FrameError naming why it is not a good frame."""
     (result,) = decode_frames([datagram], fallback)
     if isinstance(result, FrameError):
@@ -277,7 +322,7 @@ def decode_frame(datagram: bytes, fallback: FrameFormat | None = None) -> Decode
 
 def decode_frames(
     datagrams: Sequence[bytes], fallback: FrameFormat | None = None
-) -> list[DecodedFrame | FrameError]:
+) -> list[DecodedFrame | PackedFrame | FrameError]:
     """Decode many datagrams at once: one result per datagram, in order.
 
     Datagrams of the same length and format share every numpy call, so a batch of a link's
@@ -356,7 +401,7 @@ def _decode_same_length(frames: np.ndarray, fallback: FrameFormat | None) -> lis
 
 
 def _layout_of(format_byte: int, body_len: int) -> Layout | FrameError:
-    if format_byte >> 4 != VERSION or format_byte & 7 >= len(DEPTHS):
+    if format_byte >> 4 not in VERSIONS or format_byte & 7 >= len(DEPTHS):
         return FrameError("bad_format", f"unknown format byte {format_byte:#04x}")
     try:
         return Layout.for_body(body_len, DEPTHS[format_byte & 7])
@@ -388,6 +433,8 @@ def _decode_layout(
         in_data = fixes.position < layout.data_len
         offset = (group * layout.data_len + fixes.position) * layout.depth + slot
         content[frame[in_data], offset[in_data]] ^= fixes.error[in_data]
+    if frame_format.version == PACKED_VERSION:
+        return _parse_packed(content, failed, corrected, frame_format)
     return _parse_contents(content, failed, corrected, frame_format)
 
 
@@ -453,4 +500,47 @@ def _parse_contents(
                 DecodedFrame(bundle_id, bundle_length, index, count, payload, fixed, frame_format)
             )
         start += width
+    return results
+
+
+def _parse_packed(
+    content: np.ndarray, failed: np.ndarray, corrected: np.ndarray, frame_format: FrameFormat
+) -> list:
+    """Version 2 contents (F, C): the CRC, then every record bounded by the frame and bundle."""
+    frames, width = content.shape
+    flat = memoryview(content.reshape(-1))
+    results: list[PackedFrame | FrameError] = []
+    header, record, crc_of = PACKED_HEADER.unpack_from, RECORD.unpack_from, crc32c.crc32c
+    record_size, room = RECORD.size, width - PACKED_OVERHEAD
+    for frame, (bad, fixed) in enumerate(zip(failed.tolist(), corrected.tolist(), strict=True)):
+        start = frame * width
+        if bad:
+            results.append(FrameError("uncorrectable", "more symbol errors than RS can fix"))
+            continue
+        used, count = header(flat, start)
+        end = start + PACKED_HEADER.size + used
+        if used > room:
+            results.append(FrameError("bad_header", f"records length {used} > room {room}"))
+            continue
+        if crc_of(flat[start:end]) != int.from_bytes(flat[end : end + CRC_LEN]):
+            results.append(FrameError("bad_crc", "content CRC-32C mismatch"))
+            continue
+        pieces, at, error = [], start + PACKED_HEADER.size, None
+        for _ in range(count):
+            if at + record_size > end:
+                error = "record header past the records"
+                break
+            bundle_id, bundle_length, offset, length = record(flat, at)
+            at += record_size
+            if not 0 < length <= end - at or offset + length > bundle_length:
+                error = f"piece [{offset}, +{length}) of {bundle_length}, {end - at} left"
+                break
+            pieces.append(Piece(bundle_id, bundle_length, offset, bytes(flat[at : at + length])))
+            at += length
+        if error is None and at != end:
+            error = f"{end - at} bytes after {count} records"
+        if error is not None:
+            results.append(FrameError("bad_header", error))
+        else:
+            results.append(PackedFrame(pieces, fixed, frame_format))
     return results

@@ -25,6 +25,7 @@ from dtn.fec.frame import (
     FrameConfig,
     FrameError,
     FrameFormat,
+    PackedFrame,
     decode_frames,
     encode_frames,
 )
@@ -59,15 +60,20 @@ class FecCounters:
 
 @dataclass
 class _Partial:
-    count: int
     bundle_length: int
     deadline: float
-    payloads: dict[int, bytes] = field(default_factory=dict)
+    pieces: dict[int, bytes] = field(default_factory=dict)  # by offset
     size: int = 0
 
 
 class FrameDecoder:
-    """Decodes datagrams and reassembles bundles from their frames."""
+    """Decodes datagrams of either frame version and reassembles bundles from their pieces.
+
+    Both versions come down to pieces (bundle id, bundle length, offset, bytes): a version 1
+    frame is one piece, its offset implied by index and length (every frame but the last
+    carries the same length); a version 2 frame carries its pieces as records. One
+    reassembler, with one set of limits and counters, takes them all.
+    """
 
     def __init__(
         self,
@@ -94,26 +100,37 @@ class FrameDecoder:
         self._last_format: FrameFormat | None = None
 
     def receive(self, datagram: bytes, now: float) -> list[bytes]:
-        """Feed one datagram; returns the bundles it completed (zero or one)."""
+        """Feed one datagram; returns the bundles it completed."""
         return self.receive_many([datagram], now)
 
     def receive_many(self, datagrams: Sequence[bytes], now: float) -> list[bytes]:
         """Feed many datagrams at once (the fast path); returns the bundles they completed."""
-        completed = []
-        self.counters.frames_received += len(datagrams)
+        completed: list[bytes] = []
+        counters = self.counters
+        counters.frames_received += len(datagrams)
+        add = self._add
         for result in decode_frames(datagrams, self._last_format):
             if isinstance(result, FrameError):
-                self.counters.frames_dropped[result.reason] += 1
+                counters.frames_dropped[result.reason] += 1
                 continue
             self._last_format = result.format
             if result.corrected_symbols:
-                self.counters.frames_corrected += 1
-                self.counters.symbols_corrected += result.corrected_symbols
+                counters.frames_corrected += 1
+                counters.symbols_corrected += result.corrected_symbols
             else:
-                self.counters.frames_clean += 1
-            bundle = self._add(result, now)
-            if bundle is not None:
-                completed.append(bundle)
+                counters.frames_clean += 1
+            if type(result) is PackedFrame:
+                for piece in result.pieces:
+                    add(
+                        piece.bundle_id,
+                        piece.bundle_length,
+                        piece.offset,
+                        piece.data,
+                        now,
+                        completed,
+                    )
+            else:
+                add(*_v1_piece(result), now, completed)
         return completed
 
     def expire(self, now: float) -> int:
@@ -139,49 +156,68 @@ class FrameDecoder:
     def pending_bundles(self) -> int:
         return len(self._partials)
 
-    def _add(self, frame: DecodedFrame, now: float) -> bytes | None:
-        if frame.bundle_length > self.max_bundle_bytes:
+    def _add(
+        self,
+        bundle_id: int,
+        bundle_length: int,
+        offset: int,
+        data: bytes,
+        now: float,
+        completed: list[bytes],
+    ) -> None:
+        """Take one piece; a bundle it completes is appended to `completed`."""
+        if bundle_length > self.max_bundle_bytes:
             self.counters.frames_dropped["too_large"] += 1
-            return None
-        if frame.bundle_id in self._completed:
+            return
+        if bundle_id in self._completed:
             self.counters.frames_dropped["duplicate"] += 1
-            return None
-        partial = self._partials.get(frame.bundle_id)
-        if partial is not None and (partial.count, partial.bundle_length) != (
-            frame.count,
-            frame.bundle_length,
-        ):
-            self._drop(frame.bundle_id, "conflict")  # the id was reused: the new one wins
+            return
+        partial = self._partials.get(bundle_id)
+        if partial is None and offset == 0 and len(data) == bundle_length:
+            # A whole bundle in one piece (small bundles, packed): nothing to hold.
+            self._remember(bundle_id, now)
+            completed.append(data)
+            return
+        if partial is not None and partial.bundle_length != bundle_length:
+            self._drop(bundle_id, "conflict")  # the id was reused: the new one wins
             partial = None
         if partial is None:
-            partial = _Partial(frame.count, frame.bundle_length, now)
-            self._partials[frame.bundle_id] = partial
-        elif frame.index in partial.payloads:
+            partial = _Partial(bundle_length, now)
+            self._partials[bundle_id] = partial
+        elif offset in partial.pieces:
             self.counters.frames_dropped["duplicate"] += 1
-            return None
-        self._partials.move_to_end(frame.bundle_id)
+            return
+        self._partials.move_to_end(bundle_id)
         partial.deadline = now + self.reassembly_timeout
-        partial.payloads[frame.index] = frame.payload
-        partial.size += len(frame.payload)
-        self._pending_bytes += len(frame.payload) + _HELD_FRAME_COST
+        partial.pieces[offset] = data
+        partial.size += len(data)
+        self._pending_bytes += len(data) + _HELD_FRAME_COST
         if partial.size > partial.bundle_length:
-            self._drop(frame.bundle_id, "length_mismatch")
-            return None
-        if len(partial.payloads) == partial.count:
-            return self._complete(frame.bundle_id, partial, now)
-        self._enforce_limits()
-        return None
+            self._drop(bundle_id, "length_mismatch")
+        elif partial.size == partial.bundle_length:
+            self._complete(bundle_id, partial, now, completed)
+        else:
+            self._enforce_limits()
 
-    def _complete(self, bundle_id: int, partial: _Partial, now: float) -> bytes | None:
+    def _complete(
+        self, bundle_id: int, partial: _Partial, now: float, completed: list[bytes]
+    ) -> None:
         self._forget(bundle_id)
-        if partial.size != partial.bundle_length:
-            self.counters.bundles_dropped["length_mismatch"] += 1
-            return None
+        position, parts = 0, []
+        for offset in sorted(partial.pieces):
+            if offset != position:  # pieces that overlap leave a gap of the same size
+                self.counters.bundles_dropped["length_mismatch"] += 1
+                return
+            parts.append(partial.pieces[offset])
+            position += len(parts[-1])
+        self._remember(bundle_id, now)
+        completed.append(b"".join(parts))
+
+    def _remember(self, bundle_id: int, now: float) -> None:
         self._completed[bundle_id] = now + self.reassembly_timeout
-        while len(self._completed) > 4 * self.max_pending_bundles:
+        if len(self._completed) > 4 * self.max_pending_bundles:
             self._completed.popitem(last=False)
         self.counters.bundles_completed += 1
-        return b"".join(partial.payloads[index] for index in range(partial.count))
 
     def _enforce_limits(self) -> None:
         while (
@@ -196,4 +232,13 @@ class FrameDecoder:
 
     def _forget(self, bundle_id: int) -> None:
         partial = self._partials.pop(bundle_id)
-        self._pending_bytes -= partial.size + _HELD_FRAME_COST * len(partial.payloads)
+        self._pending_bytes -= partial.size + _HELD_FRAME_COST * len(partial.pieces)
+
+
+def _v1_piece(frame: DecodedFrame) -> tuple[int, int, int, bytes]:
+    """A version 1 frame as a piece: every frame but the last carries as many bytes as this
+    one, so the offset follows from the index (the last frame ends the bundle)."""
+    length = len(frame.payload)
+    last = frame.index == frame.count - 1
+    offset = frame.bundle_length - length if last else frame.index * length
+    return frame.bundle_id, frame.bundle_length, offset, frame.payload
