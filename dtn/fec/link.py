@@ -121,14 +121,7 @@ class FrameDecoder:
                 counters.frames_clean += 1
             if type(result) is PackedFrame:
                 for piece in result.pieces:
-                    add(
-                        piece.bundle_id,
-                        piece.bundle_length,
-                        piece.offset,
-                        piece.data,
-                        now,
-                        completed,
-                    )
+                    add(*piece, now, completed)
             else:
                 add(*_v1_piece(result), now, completed)
         return completed

@@ -450,6 +450,7 @@ class Node:
             "agent": dict(self.agent.counters),
             "node": dict(self.counters),
             "links": links,
+            "cla": {f"{h}:{p}": dict(e.counters) for (h, p), e in self.endpoints.items()},
             "waiting_for_application": {e: len(q) for e, q in self._waiting.items() if q},
         }
 

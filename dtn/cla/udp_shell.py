@@ -1,0 +1,177 @@
+"""The udp-rs convergence layer's asyncio shell: one UDP socket, the peers reached through it.
+
+Datagrams are sent *from* the listen socket to each peer's address, and datagrams arriving
+*from* a peer's address belong to that peer (the link emulator delivers a side's traffic from
+the socket that side sends to, so this holds with and without it). Datagrams from anywhere
+else are counted (`unknown_peer`) and dropped.
+
+As the emulator's proxy does (docs/emulator.md), the socket is read with `add_reader` and
+drained up to a bound per callback, so a turn of the event loop takes a batch, decoded in one
+call; sends go straight to the socket and park on EAGAIN until it is writable. Everything timed
+is mission time in the core; one timer, converted to wall time with the shared clock, drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+from dtn.clock import ScaledClock
+
+from .udp import UdpRsLink
+
+Address = tuple[str, int]
+_READ_BATCH = 256  # datagrams read per callback at most, so other sockets get their turn
+_SOCKET_BUFFER = 8 << 20
+_MAX_DATAGRAM = 65_535
+
+
+class UdpRsEndpoint:
+    def __init__(
+        self,
+        listen: Address,
+        clock: ScaledClock,
+        on_bundles: Callable[[str, list[bytes]], None],
+    ) -> None:
+        self.listen = listen
+        self.clock = clock
+        self.on_bundles = on_bundles
+        self.counters: Counter[str] = Counter()
+        self._peers: dict[Address, str] = {}
+        self._links: dict[str, UdpRsLink] = {}
+        self._addresses: dict[str, Address] = {}
+        self._parked: dict[str, list[bytes]] = {}  # datagrams the kernel would not take yet
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            sock.setblocking(False)
+            sock.bind(self.listen)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.listen = sock.getsockname()
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def add_peer(self, name: str, address: Address, link: UdpRsLink) -> None:
+        self._peers[address] = name
+        self._links[name] = link
+        self._addresses[name] = address
+
+    def link(self, name: str) -> UdpRsLink:
+        return self._links[name]
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    # === sending ===============================================================================
+
+    def send(self, name: str, bundle: bytes) -> None:
+        """Queue one bundle for a peer; what pacing allows goes out at once."""
+        now = self.clock.now()
+        link = self._links[name]
+        try:
+            link.send(bundle, now)
+        except ValueError:
+            self.counters["send_refused"] += 1  # counted by the link too; custody will retry
+            return
+        self._pump(name, now)
+        self._arm()
+
+    def _pump(self, name: str, now: float) -> None:
+        if name in self._parked:
+            return  # the socket is full: wait for it to drain
+        datagrams = self._links[name].datagrams_to_send(now)
+        if datagrams:
+            self._write(name, datagrams)
+
+    def _write(self, name: str, datagrams: list[bytes]) -> None:
+        sock, address = self._sock, self._addresses[name]
+        if sock is None:
+            return
+        for index, datagram in enumerate(datagrams):
+            try:
+                sock.sendto(datagram, address)
+            except BlockingIOError:
+                self._parked[name] = datagrams[index:]
+                self._loop.add_writer(sock.fileno(), self._on_writable)
+                return
+            except OSError:
+                self.counters["send_error"] += 1  # e.g. nobody listens yet: the link loses it
+
+    def _on_writable(self) -> None:
+        self._loop.remove_writer(self._sock.fileno())
+        parked, self._parked = self._parked, {}
+        for name, datagrams in parked.items():
+            self._write(name, datagrams)
+        now = self.clock.now()
+        for name in parked:
+            self._pump(name, now)
+        self._arm()
+
+    # === receiving =============================================================================
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        batches: dict[str, list[bytes]] = {}
+        for _ in range(_READ_BATCH):
+            try:
+                data, source = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.counters["receive_error"] += 1  # e.g. ICMP port unreachable
+                continue
+            name = self._peers.get(source)
+            if name is None:
+                self.counters["unknown_peer"] += 1
+                continue
+            batches.setdefault(name, []).append(data)
+        if not batches:
+            return
+        now = self.clock.now()
+        for name, datagrams in batches.items():
+            bundles = self._links[name].receive_datagrams(datagrams, now)
+            if bundles:
+                self.on_bundles(name, bundles)
+        self._arm()
+
+    # === time ==================================================================================
+
+    def _arm(self) -> None:
+        if self._parked:
+            return  # _on_writable arms again once the socket drains
+        deadline = min(
+            (d for d in (link.next_deadline() for link in self._links.values()) if d is not None),
+            default=None,
+        )
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_later(self.clock.wall_seconds_until(deadline), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now = self.clock.now()
+        for name, link in self._links.items():
+            link.handle_timer(now)
+            self._pump(name, now)
+        self._arm()
