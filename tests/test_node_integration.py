@@ -16,7 +16,7 @@ import pytest
 
 from dtn.api.service import ApiError
 from dtn.client import Client
-from tests.node_network import earth_mars, start
+from dtn.scenario.pair import earth_mars, start
 
 
 def _receive_all(path: str, endpoint: str, count: int, timeout: float) -> list:

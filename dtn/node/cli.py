@@ -68,8 +68,9 @@ async def _serve(node: Node) -> None:
         address = node.config.file.metrics.address
         if address is not None:
             metrics = await serve_metrics(address, lambda: render_metrics(node, server))
-        log_event(node.log, "ready", f"{READY_MESSAGE}: {node.node_id}, API at "
-                  f"{node.config.api_socket}, time_scale {node.clock.time_scale:g}")
+        # Printed whatever the log level: launchers wait for this line.
+        print(f"{READY_MESSAGE}: {node.node_id}, API at {node.config.api_socket}, time_scale "
+              f"{node.clock.time_scale:g}", file=sys.stderr, flush=True)
         await stop.wait()
         log_event(node.log, "stopping", "signal received")
     finally:

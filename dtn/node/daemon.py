@@ -65,6 +65,7 @@ class Node:
         self._peer_endpoint: dict[str, UdpRsEndpoint] = {}
         self._durable: list[asyncio.Future] = []
         self._flush_pending = False
+        self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._contact_timer: asyncio.TimerHandle | None = None
         self._up: set[str] = set()
@@ -110,6 +111,7 @@ class Node:
         self._kick()
 
     def close(self) -> None:
+        self._closed = True
         for handle in (self._timer, self._contact_timer):
             if handle is not None:
                 handle.cancel()
@@ -156,6 +158,8 @@ class Node:
 
     def _flush(self) -> None:
         self._flush_pending = False
+        if self._closed:
+            return
         durable, self._durable = self._durable, []
         try:
             actions = self.agent.next_actions()
@@ -197,10 +201,14 @@ class Node:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._closed:
+            return
         self.agent.timer(self.clock.now())
         self._kick()
 
     def _on_bundles(self, neighbour: str, bundles: list[bytes]) -> None:
+        if self._closed:
+            return
         self.agent.receive_many(bundles, neighbour, self.clock.now())
         self._kick()
 

@@ -1,7 +1,8 @@
-"""Two real node daemons and the link emulator on 127.0.0.1, for the integration tests.
+"""An Earth–Mars pair of real node daemons and the link emulator on 127.0.0.1, for the
+integration tests and the node benchmark.
 
-The configs are written per test with free ports, a short light time (so custody timers run
-out within a test) and the channel the test asks for."""
+The configs are written per run with free ports, the light time, rate, channel and clock scale
+asked for (a short light time lets custody timers run out within a test)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from pathlib import Path
 
 from dtn.scenario.processes import Network, free_udp_ports, private_copy
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-SCALE = 1000
+CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 
 
 def node_config(name: str, node: int, other: str, other_node: int, listen: int, send_to: int,
-                light_time: str, rate: str, extra: str = "") -> str:
+                light_time: str, rate: str, extra: str = "", scale: float = 1000,
+                log_level: str = "info") -> str:
     return f"""
 [node]
 id = "ipn:{node}.0"
 [clock]
-time_scale = {SCALE}
+time_scale = {scale}
 [store]
 path = "{name}.db"
 synchronous = "NORMAL"
@@ -27,7 +28,7 @@ synchronous = "NORMAL"
 [api]
 socket = "{name}.sock"
 [log]
-level = "info"
+level = "{log_level}"
 [agent]
 custody_margin = "5s"
 [security]
@@ -51,21 +52,22 @@ via = ["{other}"]
 
 def earth_mars(folder: Path, *, light_time: str = "60s", rate: str = "2 Mbit/s",
                ber: float = 0.0, loss: float = 0.0, earth_store: str = "",
-               mars_store: str = "") -> tuple[Network, Path, Path, Path]:
+               mars_store: str = "", scale: float = 1000, log_level: str = "info",
+               ) -> tuple[Network, Path, Path, Path]:
     """A Network (not started) and the three configs: earth, mars, emulator."""
     earth_port, mars_port, to_mars, to_earth = free_udp_ports(4)
     private_copy(CONFIGS / "keys-example.toml", folder)
     earth = folder / "earth.toml"
     earth.write_text(node_config("earth", 1, "mars", 2, earth_port, to_mars, light_time, rate,
-                                 earth_store))
+                                 earth_store, scale, log_level))
     mars = folder / "mars.toml"
     mars.write_text(node_config("mars", 2, "earth", 1, mars_port, to_earth, light_time, rate,
-                                mars_store))
+                                mars_store, scale, log_level))
     emulator = folder / "emulator.toml"
     emulator.write_text(f"""
 seed = 7
 [clock]
-time_scale = {SCALE}
+time_scale = {scale}
 [[link]]
 name = "earth-mars"
 a = {{ name = "earth", node = "127.0.0.1:{earth_port}", listen = "127.0.0.1:{to_mars}" }}
