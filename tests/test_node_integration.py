@@ -170,3 +170,24 @@ def test_cli_send_wait_and_recv_through_two_nodes(tmp_path):
         line = recv.stdout.read().split()
     assert line[0] == bundle_id and int(line[1]) == 300_000
     assert (out / Path(line[2]).name).read_bytes() == payload.read_bytes()
+
+
+def test_unacknowledged_deliveries_wait_and_come_again_to_the_next_client(tmp_path):
+    net, earth, mars, emulator = earth_mars(tmp_path)
+    with net:
+        start(net, earth, mars, emulator)
+        with Client(net.socket("earth", "earth.sock")) as client:
+            first = client.send("ipn:2.1", b"one")
+            second = client.send("ipn:2.1", b"two")
+        time.sleep(0.5)  # both arrive at Mars and wait there: nobody has registered
+        path = net.socket("mars", "mars.sock")
+        with Client(path) as client:
+            assert {row["bundle_id"] for row in client.bundles()} >= {first, second}
+            client.register("ipn:2.1")
+            taken = client.receive(timeout=10)
+            assert taken is not None  # taken, never acknowledged: the client goes away
+        got = dict(_receive_all(path, "ipn:2.1", 2, 10))
+        with Client(path) as client:
+            left = [row for row in client.bundles() if row["state"] == "deliverable"]
+    assert got == {first: b"one", second: b"two"}
+    assert left == []  # acknowledged: gone from the store
