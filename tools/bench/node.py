@@ -73,7 +73,7 @@ async def _flow(sender: str, receiver: str, size: int, seconds: float, window: i
         async def drain() -> None:
             nonlocal received, last
             while True:
-                item = await inbox.receive(timeout=2.0)
+                item = await inbox.receive(timeout=12.0)  # > a custody timer at x1
                 if item is None:
                     return
                 last = time.perf_counter()
