@@ -35,12 +35,18 @@ class Narrator:
 
 
 async def _follow(client: AsyncClient, narrator: Narrator, who: str, pending: set[str]) -> None:
+    sent: dict[str, int] = {}
     while pending:
         event = await client.events()
         if event is None:
             return
         what = {"forwarded": "handed to the link", "custody_accepted": "custody taken by the "
                 "next hop", "delivered": "delivery report: arrived"}.get(event.event, event.event)
+        if event.event == "forwarded":
+            sent[event.bundle_id] = sent.get(event.bundle_id, 0) + 1
+            if sent[event.bundle_id] > 1:
+                what = ("custody timer ran out (no signal within 2 light times): retransmitted, "
+                        f"try {sent[event.bundle_id]}")
         narrator.say(f"{who}: {event.bundle_id} {what}", event.at)
         if event.event == "delivered":
             pending.discard(event.bundle_id)
