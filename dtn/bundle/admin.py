@@ -90,7 +90,7 @@ def _decode_status_report(payload: bytes) -> StatusReport:
         raise BundleError(f"administrative record type {code} is not a status report")
     items, pos = cbor.read_array(payload, pos, "status report")
     if items not in (4, 6):
-        raise BundleError(f"status report must have 4 or 6 items (RFC 9171 6.1.1), found {items}")
+        raise BundleError(f"status report must have 4 or 6 items (RFC 9171 §6.1.1), found {items}")
     info_count, pos = cbor.read_array(payload, pos, "status information")
     if info_count != 4:
         raise BundleError(f"status information must have 4 items, found {info_count}")

@@ -34,6 +34,7 @@ class BundleFlags(IntFlag):
 # Plain ints for hot paths: IntFlag arithmetic runs in Python and costs ~1 us an operation.
 IS_FRAGMENT = int(BundleFlags.IS_FRAGMENT)
 IS_ADMIN_RECORD = int(BundleFlags.ADMIN_RECORD)
+MUST_NOT_FRAGMENT = int(BundleFlags.MUST_NOT_FRAGMENT)
 STATUS_REPORT_REQUESTS = int(BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_FORWARDING
                           | BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION)
 
@@ -45,6 +46,9 @@ class BlockFlags(IntFlag):
     REPORT_IF_UNPROCESSABLE = 0x02
     DELETE_BUNDLE_IF_UNPROCESSABLE = 0x04
     DISCARD_IF_UNPROCESSABLE = 0x10
+
+
+REPORT_IF_UNPROCESSABLE = int(BlockFlags.REPORT_IF_UNPROCESSABLE)
 
 
 class BlockType(IntEnum):

@@ -1,10 +1,12 @@
 """A strict, bounded CBOR reader and a deterministic CBOR writer for the bundle codec.
 
 Only what RFC 9171 uses: unsigned integers, byte and text strings, arrays, booleans. The reader
-rejects non-shortest heads (RFC 9171 4.1 requires core deterministic encoding for those), checks
+rejects non-shortest heads (RFC 9171 §4.1 requires core deterministic encoding for those), checks
 every declared length against the bytes present before slicing, and bounds nesting. It accepts
 indefinite-length arrays and text strings, which RFC 9171 permits. Truncation surfaces as an
 IndexError from the caller's view of `data`; `Bundle.decode` turns every failure into BundleError.
+Messages about the CBOR itself cite the RFC 9171 rules they break (NOT_CBOR, NOT_SHORTEST); the
+callers' `what` labels cite the rule of the field being read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ MAX_NESTING = 16
 UINT, NEGINT, BYTES, TEXT, ARRAY, MAP, TAG, SIMPLE = range(8)
 BREAK = 0xFF
 INDEFINITE = -1
+NOT_CBOR = "not well-formed CBOR (RFC 9171 §4.1, §5.6 step 3)"
+NOT_SHORTEST = "not in core deterministic encoding (RFC 9171 §4.1)"
 _MAJOR_NAMES = ("unsigned integer", "negative integer", "byte string", "text string", "array",
                 "map", "tag", "simple value/float")
 
@@ -36,20 +40,20 @@ def read_head(data: bytes, pos: int) -> tuple[int, int, int]:
     if info == 24:
         value = data[pos + 1]
         if value < 24:
-            raise BundleError(f"non-shortest CBOR head at byte {pos}")
+            raise BundleError(f"non-shortest CBOR head at byte {pos}: {NOT_SHORTEST}")
         return major, value, pos + 2
     if info in (25, 26, 27):
         size = 1 << (info - 24)
         end = pos + 1 + size
         if end > len(data):
-            raise BundleError(f"CBOR head at byte {pos} runs past the end of the input")
+            raise BundleError(f"CBOR head at byte {pos} runs past the end of the input: {NOT_CBOR}")
         value = int.from_bytes(data[pos + 1:end], "big")
         if value < (1 << (4 * size)):
-            raise BundleError(f"non-shortest CBOR head at byte {pos}")
+            raise BundleError(f"non-shortest CBOR head at byte {pos}: {NOT_SHORTEST}")
         return major, value, end
     if info == 31 and major in (BYTES, TEXT, ARRAY, MAP):
         return major, INDEFINITE, pos + 1
-    raise BundleError(f"malformed CBOR head 0x{initial:02x} at byte {pos}")
+    raise BundleError(f"malformed CBOR head 0x{initial:02x} at byte {pos}: {NOT_CBOR}")
 
 
 def read_uint(data: bytes, pos: int, what: str) -> tuple[int, int]:
@@ -75,7 +79,7 @@ def _content_end(data: bytes, start: int, length: int, pos: int, what: str) -> i
     end = start + length
     if end > len(data):
         raise BundleError(f"{what} declares {length} bytes at byte {pos} but only "
-                          f"{len(data) - start} remain")
+                          f"{len(data) - start} remain: {NOT_CBOR}")
     return end
 
 
@@ -98,7 +102,7 @@ def read_text(data: bytes, pos: int, what: str) -> tuple[str, int]:
     try:
         return bytes(raw).decode("utf-8"), end
     except UnicodeDecodeError as exc:
-        raise BundleError(f"{what} at byte {pos} is not valid UTF-8") from exc
+        raise BundleError(f"{what} at byte {pos} is not valid UTF-8: {NOT_CBOR}") from exc
 
 
 def _definite_chunk(data: bytes, pos: int, major_wanted: int, what: str) -> tuple[int, int]:
@@ -107,7 +111,7 @@ def _definite_chunk(data: bytes, pos: int, major_wanted: int, what: str) -> tupl
         raise BundleError(f"{what}: bad chunk in indefinite-length string at byte {pos}")
     end = start + length
     if end > len(data):
-        raise BundleError(f"{what}: chunk at byte {pos} runs past the end of the input")
+        raise BundleError(f"{what}: chunk at byte {pos} runs past the end of the input: {NOT_CBOR}")
     return start, end
 
 
@@ -117,7 +121,8 @@ def read_array(data: bytes, pos: int, what: str) -> tuple[int, int]:
     if major != ARRAY:
         raise BundleError(f"{what} must be an array, found {major_name(major)} at byte {pos}")
     if count != INDEFINITE and count > len(data) - pos2:
-        raise BundleError(f"{what} declares {count} items at byte {pos}, more than bytes remain")
+        raise BundleError(f"{what} declares {count} items at byte {pos}, more than bytes "
+                          f"remain: {NOT_CBOR}")
     return count, pos2
 
 
@@ -152,7 +157,7 @@ def skip_item(data: bytes, pos: int, depth: int = 0) -> int:
             return pos2 + 1
         end = pos2 + arg
         if end > len(data):
-            raise BundleError(f"string at byte {pos} runs past the end of the input")
+            raise BundleError(f"string at byte {pos} runs past the end of the input: {NOT_CBOR}")
         return end
     if major in (ARRAY, MAP):
         per_entry = 2 if major == MAP else 1
@@ -162,7 +167,8 @@ def skip_item(data: bytes, pos: int, depth: int = 0) -> int:
                     pos2 = skip_item(data, pos2, depth + 1)
             return pos2 + 1
         if arg * per_entry > len(data) - pos2:
-            raise BundleError(f"container at byte {pos} declares more items than bytes remain")
+            raise BundleError(f"container at byte {pos} declares more items than bytes remain: "
+                              f"{NOT_CBOR}")
         for _ in range(arg * per_entry):
             pos2 = skip_item(data, pos2, depth + 1)
         return pos2

@@ -38,11 +38,12 @@ class EID:
         elif scheme == IPN_SCHEME:
             node, service = ssp
             if not (0 <= node <= _UINT64_MAX and 0 <= service <= _UINT64_MAX):
-                raise BundleError(f"ipn EID numbers out of range: {node}.{service}")
+                raise BundleError(f"ipn EID numbers out of range: {node}.{service} "
+                                  "(RFC 9171 §4.2.5.1.2)")
             self._text = f"ipn:{node}.{service}"
             self._cbor = b"\x82\x02\x82" + cbor.uint(node) + cbor.uint(service)
         else:
-            raise BundleError(f"unsupported EID scheme code {scheme}")
+            raise BundleError(f"unsupported EID scheme code {scheme} (RFC 9171 §4.2.5.1)")
 
     @classmethod
     def parse(cls, text: str) -> EID:
@@ -57,9 +58,11 @@ class EID:
             node, dot, service = text[4:].partition(".")
             if not (dot and node.isdigit() and service.isdigit() and node.isascii()
                     and service.isascii()):
-                raise BundleError(f"ipn EID must be ipn:<node>.<service>, got {text!r:.80}")
+                raise BundleError(f"ipn EID must be ipn:<node>.<service>, got {text!r:.80} "
+                                  "(RFC 9171 §4.2.5.1.2)")
             return cls(IPN_SCHEME, (int(node), int(service)))
-        raise BundleError(f"EID must start with dtn: or ipn:, got {text!r:.80}")
+        raise BundleError(f"EID must start with dtn: or ipn:, got {text!r:.80} "
+                          "(RFC 9171 §4.2.5.1)")
 
     @classmethod
     def ipn(cls, node: int, service: int) -> EID:
@@ -94,12 +97,15 @@ class EID:
 def _check_dtn_ssp(ssp: object) -> None:
     # dtn-hier-part = "//" node-name "/" demux; node-name = 1*VCHAR; demux = *VCHAR
     if not isinstance(ssp, str) or not ssp.startswith("//"):
-        raise BundleError(f"dtn EID must be dtn://<node>/<demux>, got dtn:{ssp!r:.80}")
+        raise BundleError(f"dtn EID must be dtn://<node>/<demux>, got dtn:{ssp!r:.80} "
+                          "(RFC 9171 §4.2.5.1.1)")
     node, slash, demux = ssp[2:].partition("/")
     if not node or not slash:
-        raise BundleError(f"dtn EID needs a node name and a '/' after it: dtn:{ssp!r:.80}")
+        raise BundleError(f"dtn EID needs a node name and a '/' after it: dtn:{ssp!r:.80} "
+                          "(RFC 9171 §4.2.5.1.1)")
     if len(ssp) > _MAX_EID_TEXT or not all("\x21" <= ch <= "\x7e" for ch in ssp):
-        raise BundleError(f"dtn EID holds characters outside VCHAR: dtn:{ssp!r:.80}")
+        raise BundleError(f"dtn EID holds characters outside VCHAR: dtn:{ssp!r:.80} "
+                          "(RFC 9171 §4.2.5.1.1)")
 
 
 NULL_EID = EID(DTN_SCHEME, 0)
@@ -110,29 +116,31 @@ _DECODED_CACHE_MAX = 4096
 
 def decode_eid(data: bytes, pos: int, what: str) -> tuple[EID, int]:
     """An EID encoded at `pos`: (EID, position after it)."""
-    count, item = cbor.read_array_of(data, pos, 2, what)
-    scheme, item = cbor.read_uint(data, item, f"{what} scheme code")
+    count, item = cbor.read_array_of(data, pos, 2, f"{what} (RFC 9171 §4.2.5.1)")
+    scheme, item = cbor.read_uint(data, item, f"{what} scheme code (RFC 9171 §4.2.5.1)")
     if scheme == DTN_SCHEME:
         major = data[item] >> 5
         if major == cbor.UINT:
-            value, end = cbor.read_uint(data, item, f"{what} dtn SSP")
+            value, end = cbor.read_uint(data, item, f"{what} dtn SSP (RFC 9171 §4.2.5.1.1)")
             if value != 0:
-                raise BundleError(f"{what}: dtn SSP integer must be 0 (dtn:none), got {value}")
+                raise BundleError(f"{what}: dtn SSP integer must be 0 (dtn:none), got {value} "
+                                  "(RFC 9171 §4.2.5.1.1)")
             eid = NULL_EID
         else:
-            text, end = cbor.read_text(data, item, f"{what} dtn SSP")
+            text, end = cbor.read_text(data, item, f"{what} dtn SSP (RFC 9171 §4.2.5.1.1)")
             eid = None
     elif scheme == IPN_SCHEME:
-        inner, end = cbor.read_array_of(data, item, 2, f"{what} ipn SSP")
-        node, end = cbor.read_uint(data, end, f"{what} ipn node number")
-        service, end = cbor.read_uint(data, end, f"{what} ipn service number")
-        end = cbor.close_array(data, inner, end, f"{what} ipn SSP")
+        ipn = f"{what} ipn SSP (RFC 9171 §4.2.5.1.2)"
+        inner, end = cbor.read_array_of(data, item, 2, ipn)
+        node, end = cbor.read_uint(data, end, f"{ipn} node number")
+        service, end = cbor.read_uint(data, end, f"{ipn} service number")
+        end = cbor.close_array(data, inner, end, ipn)
         eid = None
     elif scheme == 0:
-        raise BundleError(f"{what}: EID scheme code 0 is reserved (RFC 9171 9.6)")
+        raise BundleError(f"{what}: EID scheme code 0 is reserved (RFC 9171 §4.2.5.1, §9.6)")
     else:
-        raise BundleError(f"{what}: unsupported EID scheme code {scheme}")
-    end = cbor.close_array(data, count, end, what)
+        raise BundleError(f"{what}: unsupported EID scheme code {scheme} (RFC 9171 §4.2.5.1)")
+    end = cbor.close_array(data, count, end, f"{what} (RFC 9171 §4.2.5.1)")
     raw = data[pos:end]
     cached = eid_cache.get(raw)
     if cached is not None:
@@ -152,5 +160,6 @@ def eid_from_span(data: bytes, span: tuple[int, int], what: str) -> EID:
     if eid is None:
         eid, stop = decode_eid(data, start, what)
         if stop != end:
-            raise BundleError(f"{what}: malformed EID encoding at byte {start}")
+            raise BundleError(f"{what}: malformed EID encoding at byte {start} "
+                              "(RFC 9171 §4.2.5.1)")
     return eid

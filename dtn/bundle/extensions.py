@@ -32,21 +32,25 @@ def _whole(data: bytes, end: int, what: str) -> None:
 
 
 def decode_previous_node(data: bytes) -> EID:
+    """The forwarder's node ID (RFC 9171 §4.4.1): a singleton endpoint's EID (§4.2.5.2)."""
     try:
         eid, end = decode_eid(data, 0, "previous node block")
     except IndexError:
-        raise BundleError("previous node block data is truncated") from None
-    _whole(data, end, "previous node block")
+        raise BundleError("previous node block data is truncated (RFC 9171 §4.2.8, §4.4.1)"
+                          ) from None
+    _whole(data, end, "previous node block (RFC 9171 §4.2.8, §4.4.1)")
+    if eid.is_null or not eid.is_singleton:
+        raise BundleError(f"previous node {eid} is not a node ID (RFC 9171 §4.4.1, §4.2.5.2)")
     return eid
 
 
 def decode_bundle_age(data: bytes) -> int:
-    """Bundle age in ms (RFC 9171 4.4.2)."""
+    """Bundle age in ms (RFC 9171 §4.4.2)."""
     try:
-        age, end = cbor.read_uint(data, 0, "bundle age")
+        age, end = cbor.read_uint(data, 0, "bundle age (RFC 9171 §4.4.2)")
     except IndexError:
-        raise BundleError("bundle age block data is truncated") from None
-    _whole(data, end, "bundle age block")
+        raise BundleError("bundle age block data is truncated (RFC 9171 §4.2.8, §4.4.2)") from None
+    _whole(data, end, "bundle age block (RFC 9171 §4.2.8, §4.4.2)")
     return age
 
 
@@ -56,15 +60,15 @@ def encode_bundle_age(age_ms: int) -> bytes:
 
 def decode_hop_count(data: bytes) -> HopCount:
     try:
-        count, pos = cbor.read_array_of(data, 0, 2, "hop count")
-        limit, pos = cbor.read_uint(data, pos, "hop limit")
-        hops, pos = cbor.read_uint(data, pos, "hop count")
-        pos = cbor.close_array(data, count, pos, "hop count")
+        count, pos = cbor.read_array_of(data, 0, 2, "hop count data (RFC 9171 §4.4.3)")
+        limit, pos = cbor.read_uint(data, pos, "hop limit (RFC 9171 §4.4.3)")
+        hops, pos = cbor.read_uint(data, pos, "hop count (RFC 9171 §4.4.3)")
+        pos = cbor.close_array(data, count, pos, "hop count data (RFC 9171 §4.4.3)")
     except IndexError:
-        raise BundleError("hop count block data is truncated") from None
-    _whole(data, pos, "hop count block")
+        raise BundleError("hop count block data is truncated (RFC 9171 §4.2.8, §4.4.3)") from None
+    _whole(data, pos, "hop count block (RFC 9171 §4.2.8, §4.4.3)")
     if not 1 <= limit <= 255:
-        raise BundleError(f"hop limit must be 1..255 (RFC 9171 4.4.3), got {limit}")
+        raise BundleError(f"hop limit must be 1..255 (RFC 9171 §4.4.3), got {limit}")
     return HopCount(limit, hops)
 
 
