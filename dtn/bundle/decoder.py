@@ -50,21 +50,22 @@ def _check_crc(data: bytes, crc_type: int, start: int, crc_start: int, crc_end: 
     if expected != data[crc_start:crc_end]:
         raise BundleError(f"{what} CRC mismatch (bytes {start}..{end}): stored "
                           f"{data[crc_start:crc_end].hex()}, computed {expected.hex()} over the "
-                          f"block with its CRC field zeroed (RFC 9171 §4.2.1, §{section}, "
+                          f"block with its CRC field zeroed (RFC 9171 §4.2.1, §4.2.2, §{section}, "
                           f"§5.6 step 3)")
 
 
 def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     count, pos = cbor.read_array(data, start, "primary block (RFC 9171 §4.3.1)")
     if count != cbor.INDEFINITE and not 8 <= count <= 11:
-        raise BundleError(f"primary block must have 8 to 11 items, found {count} "
-                          "(RFC 9171 §4.3.1)")
+        raise BundleError(f"the first block must be the primary block, an array of 8 to 11 items; "
+                          f"found {count} items (RFC 9171 §4.1, §4.3.1)")
     version, pos = cbor.read_uint(data, pos, "primary block version (RFC 9171 §4.3.1)")
     if version != 7:
         raise BundleError(f"unsupported bundle protocol version {version} (expected 7, "
                           "RFC 9171 §4.3.1)")
-    flags, pos = cbor.read_uint(data, pos, "bundle processing control flags (RFC 9171 §4.2.3)")
-    crc_type, pos = cbor.read_uint(data, pos, "primary block CRC type (RFC 9171 §4.2.1)")
+    flags, pos = cbor.read_uint(data, pos,
+        "bundle processing control flags (RFC 9171 §4.3.1, §4.2.3)")
+    crc_type, pos = cbor.read_uint(data, pos, "primary block CRC type (RFC 9171 §4.3.1, §4.2.1)")
     if crc_type > 2:
         raise BundleError(f"unknown CRC type {crc_type} in the primary block (RFC 9171 §4.2.1)")
     fragment = bool(flags & IS_FRAGMENT)
@@ -78,10 +79,11 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
     destination, pos = decode_eid(data, pos, "destination EID")
     source, pos = decode_eid(data, pos, "source node ID")
     report_to, pos = decode_eid(data, pos, "report-to EID")
-    ts_count, pos = cbor.read_array_of(data, pos, 2, "creation timestamp (RFC 9171 §4.2.7)")
-    creation_time, pos = cbor.read_uint(data, pos, "creation time (RFC 9171 §4.2.6, §4.2.7)")
-    sequence, pos = cbor.read_uint(data, pos, "sequence number (RFC 9171 §4.2.7)")
-    pos = cbor.close_array(data, ts_count, pos, "creation timestamp (RFC 9171 §4.2.7)")
+    ts_count, pos = cbor.read_array_of(data, pos, 2, "creation timestamp (RFC 9171 §4.3.1, §4.2.7)")
+    creation_time, pos = cbor.read_uint(data, pos,
+        "creation time (RFC 9171 §4.3.1, §4.2.6, §4.2.7)")
+    sequence, pos = cbor.read_uint(data, pos, "sequence number (RFC 9171 §4.3.1, §4.2.7)")
+    pos = cbor.close_array(data, ts_count, pos, "creation timestamp (RFC 9171 §4.3.1, §4.2.7)")
     lifetime, pos = cbor.read_uint(data, pos, "lifetime (RFC 9171 §4.3.1)")
     offset = total = None
     if fragment:
@@ -91,7 +93,8 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
         offset, pos = cbor.read_uint(data, pos, "fragment offset (RFC 9171 §4.3.1)")
         total, pos = cbor.read_uint(data, pos, "total ADU length (RFC 9171 §4.3.1)")
     if crc_type:
-        crc_start, crc_end = cbor.read_bytes(data, pos, "primary block CRC (RFC 9171 §4.2.2)")
+        crc_start, crc_end = cbor.read_bytes(data, pos,
+            "primary block CRC (RFC 9171 §4.3.1, §4.2.2)")
         pos = crc_end
     pos = cbor.close_array(data, count, pos, "primary block (RFC 9171 §4.3.1)")
     if crc_type:
@@ -108,12 +111,13 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
 def _decode_canonical(data: bytes, start: int) -> tuple[CanonicalBlock, int]:
     count, pos = cbor.read_array(data, start, "canonical block (RFC 9171 §4.3.2)")
     if count not in (5, 6, cbor.INDEFINITE):
-        raise BundleError(f"canonical block at byte {start} must have 5 or 6 items, found {count} "
-                          "(RFC 9171 §4.3.2)")
+        raise BundleError(f"every block after the primary block is a canonical block of 5 or 6 "
+                          f"items; found {count} at byte {start} (RFC 9171 §4.1, §4.3.2)")
     block_type, pos = cbor.read_uint(data, pos, "block type code (RFC 9171 §4.3.2)")
     number, pos = cbor.read_uint(data, pos, "block number (RFC 9171 §4.3.2)")
-    flags, pos = cbor.read_uint(data, pos, "block processing control flags (RFC 9171 §4.2.4)")
-    crc_type, pos = cbor.read_uint(data, pos, "block CRC type (RFC 9171 §4.2.1)")
+    flags, pos = cbor.read_uint(data, pos,
+        "block processing control flags (RFC 9171 §4.3.2, §4.2.4)")
+    crc_type, pos = cbor.read_uint(data, pos, "block CRC type (RFC 9171 §4.3.2, §4.2.1)")
     if crc_type > 2:
         raise BundleError(f"unknown CRC type {crc_type} in block {number} (RFC 9171 §4.2.1)")
     if count != cbor.INDEFINITE and count != 5 + (1 if crc_type else 0):
@@ -122,7 +126,8 @@ def _decode_canonical(data: bytes, start: int) -> tuple[CanonicalBlock, int]:
     data_start, data_end = cbor.read_bytes(data, pos, f"block {number} data (RFC 9171 §4.3.2)")
     pos = data_end
     if crc_type:
-        crc_start, crc_end = cbor.read_bytes(data, pos, f"block {number} CRC (RFC 9171 §4.2.2)")
+        crc_start, crc_end = cbor.read_bytes(data, pos,
+            f"block {number} CRC (RFC 9171 §4.3.2, §4.2.2)")
         pos = crc_end
     pos = cbor.close_array(data, count, pos, f"block {number} (RFC 9171 §4.3.2)")
     if crc_type:
