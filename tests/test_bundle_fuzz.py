@@ -70,6 +70,10 @@ def bundles(draw):
         number += draw(st.integers(1, 1000))
     blocks.append(CanonicalBlock(BlockType.PAYLOAD, 1, draw(st.binary(max_size=3000)),
                                  crc_type=draw(st.sampled_from([0, 1, 2]))))
+    if fragment:  # the payload lies within the ADU (RFC 9171 §4.3.1, §5.8)
+        length = len(blocks[-1].data)
+        primary.fragment_offset = min(primary.fragment_offset, 2**64 - 1 - length)
+        primary.total_adu_length = max(primary.total_adu_length, primary.fragment_offset + length)
     return Bundle(primary, blocks)
 
 
