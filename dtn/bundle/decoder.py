@@ -31,7 +31,7 @@ from .extensions import (
 )
 
 _CRC_LENGTHS = {CRCType.CRC16: 2, CRCType.CRC32C: 4}
-TRUNCATED = "bundle is truncated: not well-formed CBOR (RFC 9171 §4.1, §5.6 step 3)"
+TRUNCATED = f"bundle is truncated: {cbor.NOT_CBOR}"
 
 try:
     from ._scan import scan as _scan
