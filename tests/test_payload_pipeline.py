@@ -6,7 +6,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pipeline_helpers import receive, send
+from pipeline_helpers import EARTH, KEYS, MARS, RULES, TELEMETRY, pair, receive, send
 
 from dtn.bundle import EID, BlockFlags, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
 from dtn.payload import (
@@ -30,25 +30,7 @@ from dtn.security import (
     add_bib,
 )
 
-EARTH, MARS = EID.parse("ipn:1.0"), EID.parse("ipn:2.0")
 pytestmark = pytest.mark.usefixtures("fast_path")  # every test on the C path and in Python
-KEYS = Keyring(
-    {
-        "link": bytes(range(32)),
-        "link16": bytes(range(16)),
-        "sign": bytes(range(50, 98)),
-        "kek": bytes(range(7, 31)),
-    }
-)
-TELEMETRY = b"".join(b'{"t":%d,"bus_v":28.%d,"mode":"nominal"}\n' % (i, i % 7) for i in range(300))
-RULES = {
-    "bcb-256": {"bcb": "A256GCM", "key": "link"},
-    "bcb-128-wrapped": {"bcb": "A128GCM", "key": "kek", "key_wrap": True},
-    "bib-512": {"bib": "HMAC-SHA-512", "key": "sign"},
-    "bib-256-wrapped-scope-0": {"bib": "HMAC-SHA-256", "key": "kek", "key_wrap": True, "scope": 0},
-    "bcb+bib": {"bcb": "A256GCM", "key": "link", "bib": "HMAC-SHA-384", "bib_key": "sign"},
-    "bcb-128-scope-1": {"bcb": "A128GCM", "key": "link16", "scope": 1},
-}
 
 
 def test_the_c_fast_path_does_the_work_when_built(fast_path, monkeypatch):
@@ -66,16 +48,6 @@ def test_the_c_fast_path_does_the_work_when_built(fast_path, monkeypatch):
     monkeypatch.setattr(pipeline_module.BcbTemplate, "open", python_step)
     for data in (TELEMETRY, os.urandom(2000), b""):
         assert receive(mars, send(earth, data, 2)) == data
-
-
-def pair(rule: dict | None, keys: Keyring = KEYS) -> tuple[PayloadPipeline, PayloadPipeline]:
-    """(Earth sending to ipn:2.*, Mars receiving from ipn:1.*) under one rule, or none."""
-    earth = [{"destination": "ipn:2.*", **rule}] if rule else []
-    mars = [{"source": "ipn:1.*", **rule}] if rule else []
-    return (
-        PayloadPipeline(SecurityPolicy.from_config({"rule": earth}), keys, EARTH),
-        PayloadPipeline(SecurityPolicy.from_config({"rule": mars}), keys, MARS),
-    )
 
 
 def reason_of(pipeline: PayloadPipeline, wire: bytes) -> str:

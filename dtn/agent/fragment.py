@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from typing import BinaryIO
 
 from dtn.bundle import BlockFlags, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock, cbor
 
@@ -33,19 +36,37 @@ def fragment(bundle: Bundle, max_size: int) -> list[Bundle]:
     The first fragment carries every extension block; later ones carry only the blocks flagged
     "replicate in every fragment". Fragmenting a fragment keeps offsets relative to the ADU."""
     primary = bundle.primary
-    if primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
-        raise FragmentError(f"bundle {bundle.id} must not be fragmented")
-    payload_block = bundle.payload_block
-    payload = payload_block.data
+    payload = bundle.payload_block.data
     if primary.is_fragment:
         base, total = primary.fragment_offset, primary.total_adu_length
     else:
         base, total = 0, len(payload)
+    pieces = fragments_of(
+        bundle, len(payload), lambda pos, length: payload[pos : pos + length], max_size, base, total
+    )
+    return list(pieces)
+
+
+def fragments_of(
+    bundle: Bundle,
+    length: int,
+    read: Callable[[int, int], bytes],
+    max_size: int,
+    base: int = 0,
+    total: int | None = None,
+) -> Iterator[Bundle]:
+    """`fragment`, one fragment at a time, for a bundle whose payload (`length` bytes, from
+    `base` within an ADU of `total`) is not in memory: `read(position, count)` gives its bytes.
+    `bundle`'s own payload block only lends its header."""
+    primary = bundle.primary
+    if primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        raise FragmentError(f"bundle {bundle.id} must not be fragmented")
+    payload_block = bundle.payload_block
+    total = length if total is None else total
     extensions = [b for b in bundle.blocks if b.block_type != BlockType.PAYLOAD]
     replicated = [b for b in extensions if b.flags & BlockFlags.REPLICATE_IN_FRAGMENTS]
-    fragments = []
     pos = 0
-    while pos < len(payload) or not fragments:
+    while pos < length or pos == 0:
         head = replace(
             primary,
             flags=primary.flags | BundleFlags.IS_FRAGMENT,
@@ -56,18 +77,19 @@ def fragment(bundle: Bundle, max_size: int) -> list[Bundle]:
         piece = _copy(payload_block, b"")
         candidate = Bundle(head, [*blocks, piece])
         room = max_size - len(candidate.encode()) + 1  # +1: the empty payload's 1-byte head
-        length = min(len(payload) - pos, room - 1)
-        while length > 0 and len(cbor.head(cbor.BYTES, length)) + length > room:
-            length -= 1
-        if length <= 0 and pos < len(payload):
+        count = min(length - pos, room - 1)
+        while count > 0 and len(cbor.head(cbor.BYTES, count)) + count > room:
+            count -= 1
+        if count <= 0 and pos < length:
             raise FragmentError(
                 f"{max_size} bytes cannot hold a fragment of {bundle.id}: its "
                 f"blocks alone take {max_size - room + 1}"
             )
-        piece.data = payload[pos : pos + length]
-        fragments.append(candidate)
-        pos += length
-    return fragments
+        piece.data = read(pos, count)
+        yield candidate
+        pos += count
+        if count == 0:  # an empty payload: one fragment
+            return
 
 
 def covers(spans: list[tuple[int, int]], total: int) -> bool:
@@ -88,11 +110,26 @@ def reassemble(fragments: list[Bundle]) -> Bundle:
         [(f.primary.fragment_offset, len(f.payload)) for f in fragments], total
     ):
         raise BundleError(f"fragments of {adu_key(first)} do not cover its {total} bytes")
-    payload = bytearray(total)
+    payload = io.BytesIO()
+    whole = reassemble_into(fragments, payload)
+    whole.payload = payload.getvalue()
+    return whole
+
+
+def reassemble_into(fragments: Iterable[Bundle], out: BinaryIO) -> Bundle:
+    """Write the payloads of fragments that cover their ADU (the caller has checked) into
+    `out` at their offsets, one fragment at a time; the original bundle with an empty payload
+    block, its extension blocks from the fragment at offset 0."""
+    first = None
     for piece in fragments:
-        offset = piece.primary.fragment_offset
-        data = piece.payload[: max(0, total - offset)]
-        payload[offset : offset + len(data)] = data
+        primary = piece.primary
+        offset = primary.fragment_offset
+        if offset == 0 and first is None:
+            first = piece
+        out.seek(offset)
+        out.write(piece.payload_block.data_view[: max(0, primary.total_adu_length - offset)])
+    if first is None:
+        raise BundleError("no fragment at offset 0 to reassemble from")
     primary = replace(
         first.primary,
         flags=first.primary.flags & ~int(BundleFlags.IS_FRAGMENT),
@@ -100,5 +137,5 @@ def reassemble(fragments: list[Bundle]) -> Bundle:
         total_adu_length=None,
     )
     whole = Bundle(primary, [_copy(b) for b in first.blocks])
-    whole.payload = bytes(payload)
+    whole.payload = b""
     return whole

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import IntEnum
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -139,13 +139,14 @@ class Compressor:
         }
         self.dictionary_id = None if compressing is None else compressing.dict_id()
         self._compressed_as = _ZSTD if compressing is None else _ZSTD_DICTIONARY
-        # the zstd call itself, for the pipeline's C fast path (Compressor.pack's choice in C)
-        self.zstd = zstandard.ZstdCompressor(
+        self._zstd = zstandard.ZstdCompressor(
             level=level,
             dict_data=compressing,
             write_content_size=True,
             write_dict_id=True,
-        ).compress
+        )
+        # the zstd call itself, for the pipeline's C fast path (Compressor.pack's choice in C)
+        self.zstd = self._zstd.compress
 
     def compress(self, data: bytes) -> bytes | None:
         """The compressed payload, or None to store `data` as it is: when compressing does not
@@ -166,6 +167,25 @@ class Compressor:
         if compressed:
             return compression_block_data(self._compressed_as, length, self.dictionary_id)
         return compression_block_data(_STORED, length)
+
+    def stream(self, size: int) -> tuple[Any, bytes]:
+        """For a payload of `size` bytes too large to hold: (a zstd compression object to
+        feed it to piece by piece with compress() and end with flush(), the compression
+        block's data). The frame states `size` as its content size, as pack() writes it."""
+        return self._zstd.compressobj(size=size), self.block_data(True, size)
+
+    def stream_restorer(self, block_data: bytes, limit: int) -> StreamRestorer:
+        """restore() for a payload read piece by piece, allowed up to `limit` bytes restored."""
+        info = CompressionInfo.decode(block_data)
+        if info.original_length > limit:
+            raise CompressionError(
+                PayloadReason.TOO_LARGE,
+                f"the payload declares {info.original_length} bytes uncompressed, more "
+                f"than this node accepts ({limit})",
+            )
+        if info.algorithm == Algorithm.STORED:
+            return StreamRestorer(info.original_length, None)
+        return StreamRestorer(info.original_length, self._decompressor_for(info).decompressobj())
 
     def restore(self, payload: bytes, block_data: bytes) -> bytes:
         """The original payload, given the payload compression block's data: what
@@ -265,6 +285,54 @@ class Compressor:
             return decompressor.decompress(frame, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise _failed(f"the payload does not decompress: {exc}") from None
+
+
+class StreamRestorer:
+    """A payload restored piece by piece: feed() each piece of the payload as received, then
+    finish(). CompressionError as soon as the output would pass the declared length, and at the
+    end if it falls short or the frame is incomplete. Output is bounded by the declared length,
+    itself checked against the node's limit."""
+
+    def __init__(self, declared: int, decompressor: Any, *, check_magic: bool = True) -> None:
+        """`decompressor` None: the payload is stored. `check_magic`: a compression block
+        said so, and a stored payload never starts like a Zstandard frame (nor a zstd one
+        otherwise)."""
+        self.declared = declared
+        self._decompressor = decompressor
+        self._restored = 0
+        self._first = check_magic
+
+    def feed(self, piece: bytes) -> bytes:
+        if self._first and piece:
+            self._first = False
+            if (self._decompressor is None) == (piece[:4] == ZSTD_MAGIC):
+                raise _failed(
+                    "the compression block says 'stored' but the payload is a Zstandard frame"
+                    if self._decompressor is None
+                    else "the compression block says zstd, but the payload does not start "
+                    "with the Zstandard magic number"
+                )
+        if self._decompressor is None:
+            out = piece
+        else:
+            try:
+                out = self._decompressor.decompress(piece)
+            except zstandard.ZstdError as exc:
+                raise _failed(f"the payload does not decompress: {exc}") from None
+        self._restored += len(out)
+        if self._restored > self.declared:
+            raise _failed(f"the payload restores to more than the {self.declared} bytes declared")
+        return out
+
+    def finish(self) -> None:
+        decompressor = self._decompressor
+        if decompressor is not None and (not decompressor.eof or decompressor.unused_data):
+            raise _failed("the payload is not exactly one complete Zstandard frame")
+        if self._restored != self.declared:
+            raise _failed(
+                f"the payload restores to {self._restored} bytes, its compression block "
+                f"says {self.declared}"
+            )
 
 
 @lru_cache(maxsize=1024)  # payload sizes recur: bundles are cut to a few fixed sizes

@@ -153,6 +153,22 @@ class PayloadPipeline:
     def keyring(self) -> Keyring:
         return self._keyring
 
+    @property
+    def compressor(self) -> Compressor:
+        return self._compressor
+
+    @property
+    def random_bytes(self) -> RandomBytes:
+        return self._random_bytes
+
+    def count(self, name: str) -> None:
+        """Count one bundle sealed ("compressed" or "stored") or "delivered" (see counts)."""
+        self._counts[name] += 1
+
+    def protection_for(self, destination: EID) -> _Protection | None:
+        """What the outbound rule for `destination` adds to a bundle (None: nothing)."""
+        return self._outbound(destination)
+
     def send(
         self,
         data: bytes,
@@ -434,7 +450,7 @@ class PayloadPipeline:
                 PayloadReason.FRAGMENT,
                 "a fragment cannot be delivered: reassemble the bundle first",
             )
-        accepted = accept(bundle, self._key_for)
+        accepted = accept(bundle, self.key_for)
         markers = [block for block in bundle.blocks if block.block_type == COMPRESSION_BLOCK_TYPE]
         if len(markers) > 1:
             raise CompressionError(
@@ -443,7 +459,7 @@ class PayloadPipeline:
             )
         rule = self._policy.inbound(primary.source)
         if rule is not None:
-            _check_required(rule, accepted, bool(markers), primary.source)
+            check_required(rule, accepted, bool(markers), primary.source)
         payload = accepted.plaintext.get(PAYLOAD_BLOCK)
         if payload is None:
             payload = bundle.payload
@@ -495,7 +511,7 @@ class PayloadPipeline:
             if len(known) >= _CACHE_MAX:
                 return None
             template = known[key] = template_type(
-                self._key_for(block.block_type, asb.source),
+                self.key_for(block.block_type, asb.source),
                 asb.source,
                 target,
                 variant=parameters.variant,
@@ -504,7 +520,7 @@ class PayloadPipeline:
             )
         return template
 
-    def _key_for(self, service: BlockType, security_source: EID) -> bytes | None:
+    def key_for(self, service: BlockType, security_source: EID) -> bytes | None:
         rule = self._policy.inbound(security_source)
         key_id = None if rule is None else rule.key_id(service)
         return None if key_id is None else self._keyring.get(key_id)
@@ -514,7 +530,7 @@ class PayloadPipeline:
         return PayloadRejected(reason, message)
 
 
-def _check_required(rule: SecurityRule, accepted: Accepted, has_marker: bool, source: EID) -> None:
+def check_required(rule: SecurityRule, accepted: Accepted, has_marker: bool, source: EID) -> None:
     """What the inbound rule for the bundle's source requires, as seal() would have added it."""
     if rule.bcb is not None and PAYLOAD_BLOCK not in accepted.plaintext:
         raise PayloadRejected(

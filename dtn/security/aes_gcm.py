@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -118,6 +118,15 @@ def decrypt(
     result: dict[int, Value],
     what: str,
 ) -> bytes:
+    tag = result_tag(result, what)
+    try:
+        return _open(AESGCM(content_key), content_key, iv, ciphertext, tag, aad)
+    except InvalidTag:
+        raise authentication_failed(what) from None
+
+
+def result_tag(result: dict[int, Value], what: str) -> bytes:
+    """The authentication tag of a BCB's result set for one target."""
     tag = result.get(_RESULT_TAG)
     if not isinstance(tag, bytes) or len(tag) != TAG_SIZE or len(result) != 1:
         raise SecurityError(
@@ -125,10 +134,7 @@ def decrypt(
             f"{what}: the result set must hold exactly one "
             f"{TAG_SIZE}-byte authentication tag (result id 1)",
         )
-    try:
-        return _open(AESGCM(content_key), content_key, iv, ciphertext, tag, aad)
-    except InvalidTag:
-        raise _authentication_failed(what) from None
+    return tag
 
 
 class BcbTemplate:
@@ -216,8 +222,7 @@ class BcbTemplate:
         if sealer is None:
             header = (target.block_type, target.number, target.flags)
             sealer = self.sealer(header, bcb.number, bcb.flags)
-        tail = sealer.tail
-        aad = sealer.head if tail is None else b"".join((sealer.head, primary.encode(), tail))
+        aad = sealer.aad(primary.encode())
         aead = self.aead
         if aead is None:
             iv, wrapped, tag = holes
@@ -232,7 +237,7 @@ class BcbTemplate:
                 return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
             return _open(aead, content_key, iv, ciphertext, tag, aad)
         except InvalidTag:
-            raise _authentication_failed(sealer.name) from None
+            raise authentication_failed(sealer.name) from None
 
 
 class BcbSealer:
@@ -269,6 +274,11 @@ class BcbSealer:
             else (self.aead.encrypt, self.head, self.tail, *template.layout.pieces)
         )
 
+    def aad(self, primary: bytes) -> bytes:
+        """The additional authenticated data, given the encoded primary block."""
+        tail = self.tail
+        return self.head if tail is None else b"".join((self.head, primary, tail))
+
     def encrypt(
         self,
         target: CanonicalBlock,
@@ -278,19 +288,73 @@ class BcbSealer:
     ) -> CanonicalBlock:
         """BcbTemplate.encrypt for this placement."""
         aead, wrapped = self.aead, ()
-        if aead is None:  # random bytes drawn in add_bcb's order: key, then IV
-            template = self._template
-            content_key = random_bytes(template.variant.key_size)
-            aead, wrapped = AESGCM(content_key), (wrap_key(template._key, content_key),)
-        iv = random_bytes(IV_SIZE)
-        if len(iv) != IV_SIZE:
-            raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
-        tail = self.tail
-        aad = self.head if tail is None else b"".join((self.head, primary, tail))
-        sealed = aead.encrypt(iv, target.data_view, aad)
+        if aead is None:
+            content_key, wrapped = self._content_key(random_bytes)
+            aead = AESGCM(content_key)
+        iv = _iv(random_bytes)
+        sealed = aead.encrypt(iv, target.data_view, self.aad(primary))
         target.data = memoryview(sealed)[:-TAG_SIZE]  # as _seal, one call less on every bundle
         holes = (iv, *wrapped, sealed[-TAG_SIZE:])
         return CanonicalBlock(_BCB, self.number, self._fill(holes), self.flags, crc_type)
+
+    def stream(
+        self, primary: bytes, crc_type: int, random_bytes: Callable[[int], bytes]
+    ) -> BcbStream:
+        """encrypt() for a target too large to hold: its data goes through the returned
+        stream piece by piece, and the stream's finish() gives the BCB."""
+        content_key, wrapped = self._template._key, ()
+        if self.aead is None:
+            content_key, wrapped = self._content_key(random_bytes)
+        iv = _iv(random_bytes)
+        encryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv)).encryptor()
+        encryptor.authenticate_additional_data(self.aad(primary))
+
+        def bcb(tag: bytes) -> CanonicalBlock:
+            holes = (iv, *wrapped, tag)
+            return CanonicalBlock(_BCB, self.number, self._fill(holes), self.flags, crc_type)
+
+        return BcbStream(encryptor, bcb)
+
+    def _content_key(self, random_bytes: Callable[[int], bytes]) -> tuple[bytes, tuple[bytes]]:
+        """Under key wrap: a fresh content key and it wrapped (drawn before the IV, as
+        add_bcb draws them)."""
+        template = self._template
+        content_key = random_bytes(template.variant.key_size)
+        return content_key, (wrap_key(template._key, content_key),)
+
+
+class BcbStream:
+    """A BCB's target encrypted piece by piece (BcbSealer.stream)."""
+
+    __slots__ = ("_encryptor", "_bcb")
+
+    def __init__(self, encryptor: Any, bcb: Callable[[bytes], CanonicalBlock]) -> None:
+        self._encryptor, self._bcb = encryptor, bcb
+
+    def update(self, plaintext: bytes | memoryview) -> bytes:
+        """The ciphertext of the next piece (the same length)."""
+        return self._encryptor.update(plaintext)
+
+    def finish(self) -> CanonicalBlock:
+        """The BCB, its tag over everything passed to update()."""
+        self._encryptor.finalize()
+        return self._bcb(self._encryptor.tag)
+
+
+def stream_decryptor(content_key: bytes, iv: bytes, tag: bytes, aad: bytes) -> Any:
+    """A decryption context for a target too large to hold: `update()` each piece, then
+    `finalize()`, which raises InvalidTag if authentication fails. Nothing it returned may be
+    used before finalize() has succeeded."""
+    decryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv, tag)).decryptor()
+    decryptor.authenticate_additional_data(aad)
+    return decryptor
+
+
+def _iv(random_bytes: Callable[[int], bytes]) -> bytes:
+    iv = random_bytes(IV_SIZE)
+    if len(iv) != IV_SIZE:
+        raise ValueError(f"random_bytes gave {len(iv)} bytes for a {IV_SIZE}-byte IV")
+    return iv
 
 
 _SEALERS_MAX = 256  # placements a template keeps; received blocks choose theirs, so bounded
@@ -314,14 +378,13 @@ def _open(
     """The plaintext; InvalidTag when authentication fails."""
     if len(ciphertext) < STREAM_MIN:
         return aead.decrypt(iv, b"".join((ciphertext, tag)), aad)
-    decryptor = Cipher(algorithms.AES(content_key), modes.GCM(iv, tag)).decryptor()
-    decryptor.authenticate_additional_data(aad)
+    decryptor = stream_decryptor(content_key, iv, tag, aad)
     plaintext = decryptor.update(ciphertext)
     decryptor.finalize()
     return plaintext
 
 
-def _authentication_failed(what: str) -> SecurityError:
+def authentication_failed(what: str) -> SecurityError:
     return SecurityError(
         Reason.DECRYPTION_FAILED,
         f"{what}: authentication failed (the "

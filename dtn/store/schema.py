@@ -9,13 +9,18 @@ expired anyway. Each index answers one question the agent asks:
 - ``expiry``: what expires next (every row, tombstones included, so they are purged too);
 - ``custody``: what waits for a custody signal, by neighbour and retransmission time;
 - ``deliverable`` / ``adu``: what waits for the application, and the fragments of one ADU.
+
+A large ADU (docs/store.md, Large payloads) keeps its payload in a file beside the database: the
+row's data is then the bundle with an empty payload block, and `file` names the payload's file.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each older schema needs to become this one, run in order from its version.
+MIGRATIONS = {1: "ALTER TABLE bundles ADD COLUMN file TEXT"}
 
 
 class State(IntEnum):
@@ -44,7 +49,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     adu TEXT,                    -- for a fragment awaiting reassembly: its ADU's bundle ID
     frag_offset INTEGER,
     frag_length INTEGER,
-    data BLOB                    -- the encoded bundle; NULL for a tombstone
+    data BLOB,                   -- the encoded bundle; NULL for a tombstone
+    file TEXT                    -- for a large ADU: its payload's file in the payload directory
 );
 CREATE INDEX IF NOT EXISTS due ON bundles (next_hop, priority DESC, created)
     WHERE state = {State.PENDING};

@@ -7,28 +7,36 @@ only the uncommitted group, which nobody was told about.
 
 Nothing here keeps a Python-side copy of the stored bundles: the row counters for the quota and
 the next ID are the only state, so resident memory does not grow with the number stored.
+
+Large payloads live as files in the payload directory beside the database (`<db>.payloads/`).
+A file is written and fsynced, renamed to its row's ID and the directory fsynced before the row
+is committed; it is deleted only after the commit that tombstones or purges its row. A crash in
+between leaves a file no live row names, removed when the store is next opened.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import DDL, LIVE_STATES, SCHEMA_VERSION, State
+from .schema import DDL, LIVE_STATES, MIGRATIONS, SCHEMA_VERSION, State
 
 _COLUMNS = (
     "id, key, state, next_hop, priority, created, expires, received, size, custodian, "
-    "retransmit_at, data"
+    "retransmit_at, data, file"
 )
 _LIVE = f"state IN ({', '.join(str(int(s)) for s in LIVE_STATES)})"
 _INSERT = (
     "INSERT INTO bundles (id, key, state, next_hop, priority, created, expires, received, size, "
-    "custodian, adu, frag_offset, frag_length, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "custodian, adu, frag_offset, frag_length, data, file) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SYNCHRONOUS = ("FULL", "NORMAL")
 _CACHE_KIB = 16 * 1024  # SQLite page cache bound, whatever the number stored
+_SPOOL_SUFFIX = ".part"  # a payload file being written, not yet any row's
 
 
 class StoreError(Exception):
@@ -69,6 +77,14 @@ class NewBundle:
     adu: str | None = None
     frag_offset: int | None = None
     frag_length: int | None = None
+    # A large ADU's payload: a file from BundleStore.spool_path(), written in full. `data` is
+    # then the bundle with an empty payload block. The store takes the file over.
+    file: Path | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes counted against the quota."""
+        return len(self.data) + (0 if self.file is None else self.file.stat().st_size)
 
 
 @dataclass(slots=True)
@@ -85,10 +101,13 @@ class StoredBundle:
     custodian: str | None
     retransmit_at: float | None
     data: bytes | None
+    file: Path | None  # a large ADU's payload (data is then the bundle without it)
 
     @classmethod
-    def from_row(cls, row: tuple) -> StoredBundle:
-        return cls(row[0], row[1], State(row[2]), *row[3:])
+    def from_row(cls, row: tuple, payload_dir: Path) -> StoredBundle:
+        name = row[12]
+        file = None if name is None else payload_dir / name
+        return cls(row[0], row[1], State(row[2]), *row[3:12], file)
 
 
 class BundleStore:
@@ -100,7 +119,9 @@ class BundleStore:
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
         self.path = Path(path)
+        self.payload_dir = self.path.with_name(self.path.name + ".payloads")
         self.quota = quota or Quota()
+        self._doomed: list[Path] = []  # payload files to delete once the commit is done
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +135,7 @@ class BundleStore:
             raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
         self._next_id = max(top + 1, int(self.get_meta("next_id", 1)))
         self._in_transaction = False
+        self._remove_orphan_files()
 
     def _live_totals(self) -> tuple[int, int]:
         """(live bundles, their bytes): saved at each commit; counted on a store without them."""
@@ -147,9 +169,13 @@ class BundleStore:
             self._db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             self._db.execute("ROLLBACK")
+            self._doomed.clear()  # their rows are live again
             raise StoreError(f"commit to {self.path} failed, the group is lost: {exc}") from exc
         finally:
             self._in_transaction = False
+        doomed, self._doomed = self._doomed, []
+        for file in doomed:
+            file.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Commit what is pending and close. (Dropping the object without this is a crash.)"""
@@ -189,10 +215,15 @@ class BundleStore:
 
         `enforce_quota=False` is for replacing stored bundles by their fragments or their
         reassembly, which frees about what it takes."""
-        size = sum(len(b.data) for b in bundles)
+        sizes = [b.size for b in bundles]
+        size = sum(sizes)
         if enforce_quota:
             self._check_quota(len(bundles), size)
         first = self._next_id
+        files = [
+            None if b.file is None else self._adopt(b.file, first + i)
+            for i, b in enumerate(bundles)
+        ]
         rows = [
             (
                 first + i,
@@ -203,12 +234,13 @@ class BundleStore:
                 b.created,
                 b.expires,
                 b.received,
-                len(b.data),
+                sizes[i],
                 b.custodian,
                 b.adu,
                 b.frag_offset,
                 b.frag_length,
                 b.data,
+                files[i],
             )
             for i, b in enumerate(bundles)
         ]
@@ -226,6 +258,8 @@ class BundleStore:
                 finally:
                     db.execute("RELEASE add_many")
         except sqlite3.IntegrityError as exc:
+            for name in filter(None, files):  # no row names them: an orphan until unlinked
+                (self.payload_dir / name).unlink(missing_ok=True)
             raise DuplicateBundle(f"a bundle in this batch is already stored: {exc}") from None
         self._next_id = first + len(bundles)
         self._count += len(bundles)
@@ -245,7 +279,7 @@ class BundleStore:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM bundles WHERE id = ?", (bundle_id,)
         ).fetchone()
-        return None if row is None else StoredBundle.from_row(row)
+        return None if row is None else StoredBundle.from_row(row, self.payload_dir)
 
     def due(self, next_hop: str, limit: int) -> list[StoredBundle]:
         """Bundles queued for a neighbour: highest priority first, then oldest."""
@@ -254,7 +288,7 @@ class BundleStore:
             "ORDER BY priority DESC, created LIMIT ?",
             (next_hop, limit),
         )
-        return [StoredBundle.from_row(row) for row in rows]
+        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     def unrouted(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Queued bundles that had no route, in ID order after `after_id`."""
@@ -263,7 +297,7 @@ class BundleStore:
             "AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [StoredBundle.from_row(row) for row in rows]
+        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     def deliverable(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Bundles waiting for the application, in ID order after `after_id`."""
@@ -272,7 +306,7 @@ class BundleStore:
             "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [StoredBundle.from_row(row) for row in rows]
+        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     def fragment_spans(self, adu: str) -> list[tuple[int, int, int]]:
         """(id, offset, length) of the stored fragments of one ADU awaiting reassembly."""
@@ -286,7 +320,7 @@ class BundleStore:
         ids = list(ids)
         marks = ",".join("?" * len(ids))
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE id IN ({marks})", ids)
-        return [StoredBundle.from_row(row) for row in rows]
+        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     def next_expiry(self) -> float | None:
         return self._db.execute("SELECT MIN(expires) FROM bundles").fetchone()[0]
@@ -324,11 +358,15 @@ class BundleStore:
             self._write()
             .execute(
                 f"UPDATE bundles SET state = {State.DONE}, data = NULL WHERE {where} "
-                "RETURNING size",
+                "RETURNING size, file, id",
                 params,
             )
             .fetchall()
         )
+        with_file = [(row[2],) for row in rows if row[1] is not None]
+        if with_file:  # rare: large ADUs only
+            self._doom(row[1] for row in rows)
+            self._db.executemany("UPDATE bundles SET file = NULL WHERE id = ?", with_file)
         self._count -= len(rows)
         self._bytes -= sum(row[0] for row in rows)
         return len(rows)
@@ -356,10 +394,46 @@ class BundleStore:
             )
             .fetchall()
         )
-        live = [StoredBundle.from_row(row) for row in rows if row[2] != State.DONE]
+        payload_dir = self.payload_dir
+        live = [StoredBundle.from_row(row, payload_dir) for row in rows if row[2] != State.DONE]
+        self._doom(row[12] for row in rows)
         self._count -= len(live)
         self._bytes -= sum(b.size for b in live)
         return live
+
+    # --- payload files ----------------------------------------------------------------------
+
+    def spool_path(self) -> Path:
+        """A new path in the payload directory for a large payload file being written (the
+        same file system as its final place, so adopting it is a rename)."""
+        self.payload_dir.mkdir(mode=0o700, exist_ok=True)
+        return self.payload_dir / f"{secrets.token_hex(8)}{_SPOOL_SUFFIX}"
+
+    def _adopt(self, file: Path, bundle_id: int) -> str:
+        """Make a spooled payload file row `bundle_id`'s, durably: fsync it, rename it, fsync
+        the directory. Its name in the payload directory."""
+        name = f"{bundle_id}.payload"
+        try:
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(file, self.payload_dir / name)
+            _fsync_dir(self.payload_dir)
+        except OSError as exc:
+            raise StoreError(f"cannot store payload file {file}: {exc}") from exc
+        return name
+
+    def _doom(self, names: Iterable[str | None]) -> None:
+        self._doomed.extend(self.payload_dir / name for name in names if name is not None)
+
+    def _remove_orphan_files(self) -> None:
+        """Delete payload files no live row names: spools and files a crash left behind."""
+        if not self.payload_dir.is_dir():
+            return
+        rows = self._db.execute(f"SELECT file FROM bundles WHERE file IS NOT NULL AND {_LIVE}")
+        named = {row[0] for row in rows}
+        for entry in self.payload_dir.iterdir():
+            if entry.name not in named:
+                entry.unlink(missing_ok=True)
 
     # --- small persistent values ------------------------------------------------------------
 
@@ -374,6 +448,13 @@ class BundleStore:
         version = self.get_meta("schema")
         if version is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            return
+        if isinstance(version, int) and version in MIGRATIONS:
+            self._db.execute("BEGIN IMMEDIATE")
+            for step in range(version, SCHEMA_VERSION):
+                self._db.execute(MIGRATIONS[step])
+            self._db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION,))
+            self._db.execute("COMMIT")
         elif version != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema {version}, this code reads {SCHEMA_VERSION}"
@@ -390,11 +471,11 @@ class BundleStore:
 
     def listing(self, limit: int) -> list[StoredBundle]:
         """Up to `limit` live bundles, oldest ID first, without their bytes (for people)."""
-        columns = _COLUMNS.replace(", data", ", NULL")
+        columns = _COLUMNS.replace(", data, file", ", NULL, NULL")
         rows = self._db.execute(
             f"SELECT {columns} FROM bundles WHERE {_LIVE} ORDER BY id LIMIT ?", (limit,)
         )
-        return [StoredBundle.from_row(row) for row in rows]
+        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     @property
     def bundle_count(self) -> int:
@@ -407,3 +488,11 @@ class BundleStore:
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
