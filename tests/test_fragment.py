@@ -129,3 +129,28 @@ def test_unfragmentable_bundle_too_large_for_the_link_is_deleted_with_a_report(t
     assert c.delivered == []
     reports = [d for d in a.delivered if d.is_admin_record]
     assert len(reports) == 1 and reports[0].endpoint == "ipn:1.9"
+
+
+def test_a_large_adu_is_reassembled_into_a_file_that_outlives_a_crash(tmp_path):
+    net = chain(tmp_path, owlt=60.0, config=AgentConfig(custody_margin=10.0, large_adu=2000))
+    net.nodes["b"].router.links["c"] = Link("c", owlt=60.0, max_bundle_size=700)
+    a, c = net.nodes["a"], net.nodes["c"]
+    c.ack_deliveries = False
+    payload = bytes(range(256)) * 20
+    a.agent.submit(payload, DESTINATION, net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    (offer,) = c.delivered
+    assert offer.payload == b"" and offer.bundle.payload == b""
+    assert offer.payload_file.read_bytes() == payload
+    assert not offer.bundle.primary.is_fragment
+    net.restart("c")  # kill -9 before the application took it: offered again, from the file
+    net.run_until(net.now + 1)
+    again = c.delivered[-1]
+    assert again.delivery_id == offer.delivery_id and again.payload_file == offer.payload_file
+    assert c.agent.delivered(offer.delivery_id, net.now)
+    c.agent.next_actions()
+    assert not offer.payload_file.exists()
+    assert list(c.agent.store.payload_dir.iterdir()) == []
+    assert c.agent.store.bundle_count == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ import textwrap
 import pytest
 
 from dtn.store import BundleStore, DuplicateBundle, NewBundle, Quota, State, StoreError, StoreFull
+from dtn.store.schema import DDL, SCHEMA_VERSION
 
 
 def record(
@@ -220,6 +222,94 @@ def test_other_schema_version_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="schema 99"):
         BundleStore(tmp_path / "s.db")
+
+
+def large(store: BundleStore, n: int, payload: bytes, **fields) -> NewBundle:
+    """A large ADU's row: its payload written to a spool file of the store's."""
+    spool = store.spool_path()
+    spool.write_bytes(payload)
+    return NewBundle(
+        f"ipn:1.0/{n}.0",
+        b"skeleton",
+        State.DELIVERABLE,
+        0.0,
+        1e9,
+        0.0,
+        next_hop=None,
+        file=spool,
+        **fields,
+    )
+
+
+def test_a_large_payload_lives_in_a_file_beside_the_database(tmp_path):
+    store = BundleStore(tmp_path / "s.db")
+    (bundle_id,) = store.add_many([large(store, 1, b"x" * 5000)])
+    store.commit()
+    store.close()
+    store = BundleStore(tmp_path / "s.db")
+    row = store.get(bundle_id)
+    assert row.data == b"skeleton"
+    assert row.file.parent == tmp_path / "s.db.payloads"
+    assert row.file.read_bytes() == b"x" * 5000
+    assert store.bytes_used == row.size == 5000 + len(b"skeleton")
+    assert list(store.payload_dir.iterdir()) == [row.file]
+
+
+@pytest.mark.parametrize("how", ["finish", "purge"])
+def test_a_large_payload_file_goes_only_after_the_commit_that_drops_its_row(tmp_path, how):
+    store = BundleStore(tmp_path / "s.db")
+    (bundle_id,) = store.add_many(
+        [
+            large(
+                store,
+                1,
+                b"x" * 5000,
+            )
+        ]
+    )
+    store.commit()
+    file = store.get(bundle_id).file
+    if how == "finish":
+        assert store.finish(bundle_id, State.DELIVERABLE)
+    else:
+        assert [b.id for b in store.purge_expired(2e9, 10)] == [bundle_id]
+    assert file.exists()  # a crash now must leave the row's payload
+    store.commit()
+    assert not file.exists()
+    assert store.bytes_used == 0
+    if how == "finish":
+        assert store.get(bundle_id).file is None
+
+
+def test_payload_files_no_committed_row_names_are_removed_at_open(tmp_path):
+    store = BundleStore(tmp_path / "s.db")
+    (kept,) = store.add_many([large(store, 1, b"kept")])
+    store.commit()
+    store.add_many([large(store, 2, b"never committed")])  # adopted, then a crash
+    stray = store.spool_path()
+    stray.write_bytes(b"a spool being written")
+    del store
+    gc.collect()
+    store = BundleStore(tmp_path / "s.db")
+    assert [p.name for p in store.payload_dir.iterdir()] == [store.get(kept).file.name]
+    assert store.known("ipn:1.0/2.0") is None
+
+
+def test_a_schema_1_store_is_migrated(tmp_path):
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.executescript(re.sub(r"data BLOB,(.*)\n\s*file TEXT.*", r"data BLOB\1", DDL))
+    assert "file" not in [column[1] for column in db.execute("PRAGMA table_info(bundles)")]
+    db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    db.execute(
+        "INSERT INTO bundles (id, key, state, priority, created, expires, received, size, "
+        "data) VALUES (1, 'ipn:1.0/1.0', 0, 1, 0, 1e9, 0, 3, x'010203')"
+    )
+    db.commit()
+    db.close()
+    store = BundleStore(path)
+    assert store.get_meta("schema") == SCHEMA_VERSION
+    assert store.get(1).data == b"\x01\x02\x03" and store.get(1).file is None
 
 
 WRITER = textwrap.dedent("""

@@ -4,6 +4,7 @@ store first: no action ever leaves the agent before the writes behind it are dur
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dtn.bundle import Bundle, BundleId
 
@@ -30,6 +31,9 @@ class Deliver:
     is_admin_record: bool = False
     # the decoded bundle, for a payload pipeline to open (not part of what is compared)
     bundle: Bundle | None = field(default=None, compare=False, repr=False)
+    # A large ADU (AgentConfig.large_adu): `payload` and the bundle's payload block are empty,
+    # the payload is this file, the store's until the delivery is done.
+    payload_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 from dtn.bundle import (
     EID,
@@ -58,7 +59,7 @@ from .custody import (
     CustodySignal,
     SignalAggregator,
 )
-from .fragment import FragmentError, adu_key, covers, fragment, reassemble
+from .fragment import FragmentError, adu_key, covers, fragment, reassemble, reassemble_into
 from .linkclock import LinkClock
 from .routing import Link, Router
 
@@ -483,7 +484,13 @@ class Agent:
             (str(custody.custodian), custody.custody_id, accepted, int(reason))
         )
 
-    def _offer(self, delivery_id: int, bundle: Bundle, bundle_id: BundleId | None = None) -> None:
+    def _offer(
+        self,
+        delivery_id: int,
+        bundle: Bundle,
+        bundle_id: BundleId | None = None,
+        payload_file: Path | None = None,
+    ) -> None:
         primary = bundle.primary
         self._staged.append(
             Deliver(
@@ -493,6 +500,7 @@ class Agent:
                 bundle.payload,
                 bool(primary.flags & _ADMIN),
                 bundle,
+                payload_file,
             )
         )
 
@@ -512,26 +520,40 @@ class Agent:
             [(offset, length) for _, offset, length in spans], piece.primary.total_adu_length
         ):
             return
-        rows = self.store.load(row_id for row_id, _, _ in spans)
-        whole = reassemble([Bundle.decode(row.data) for row in rows])
-        for row in rows:
-            self.store.finish(row.id, State.FRAGMENT)
-        first = rows[0]
-        whole_row = self.store.add_many(
-            [
-                NewBundle(
-                    adu,
-                    whole.encode(),
-                    State.DELIVERABLE,
-                    first.created,
-                    first.expires,
-                    first.received,
-                )
-            ],
-            enforce_quota=False,
-        )[0]
+        spans.sort(key=lambda span: span[1])  # by offset: the first fragment's row comes first
+        first = self.store.get(spans[0][0])
+        file = None
+        if piece.primary.total_adu_length > self.config.large_adu:
+            # Too large to hold: into a file, one fragment in memory at a time.
+            file = self.store.spool_path()
+            try:
+                with open(file, "wb") as out:
+                    pieces = (Bundle.decode(self.store.get(row_id).data) for row_id, _, _ in spans)
+                    whole = reassemble_into(pieces, out)
+            except OSError as exc:  # the fragments stay; the next one to arrive tries again
+                file.unlink(missing_ok=True)
+                self.counters["reassembly_failed"] += 1
+                self._staged.append(Event("reassembly_failed", piece.id, str(exc)))
+                return
+        else:
+            rows = self.store.load(row_id for row_id, _, _ in spans)
+            whole = reassemble([Bundle.decode(row.data) for row in rows])
+        for row_id, _, _ in spans:
+            self.store.finish(row_id, State.FRAGMENT)
+        record = NewBundle(
+            adu,
+            whole.encode(),
+            State.DELIVERABLE,
+            first.created,
+            first.expires,
+            first.received,
+            file=file,
+        )
+        whole_row = self.store.add_many([record], enforce_quota=False)[0]
         self.counters["reassembled"] += 1
-        self._offer(whole_row, whole)
+        self._offer(
+            whole_row, whole, payload_file=None if file is None else self.store.get(whole_row).file
+        )
 
     def _consume_admin_record(self, bundle: Bundle, now: float) -> None:
         try:
@@ -747,7 +769,7 @@ class Agent:
             if row.id < self._redeliver_below
         ]
         for row in rows:
-            self._offer(row.id, Bundle.decode(row.data))
+            self._offer(row.id, Bundle.decode(row.data), payload_file=row.file)
         self._redeliver_after = rows[-1].id if len(rows) == _PAGE else None
 
     def _next_retransmit(self, neighbour: str) -> float | None:
