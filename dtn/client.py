@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from dtn.api.protocol import DEFAULT_MAX_MESSAGE, MessageReader, encode_message
 from dtn.api.service import ApiError
@@ -37,12 +38,42 @@ class Received:
     data: bytes
     delivery: int
     created: float = 0.0
+    # Large data (above the node's large_adu) comes as a file on the node's machine instead of
+    # `data`: take it with save() or read it before acking; the node removes it at the ack.
+    path: str | None = None
     acked: bool = False
     _client: Any = field(default=None, repr=False)
 
     def ack(self) -> Any:
         """Acknowledge (blocking client: returns None; AsyncClient: returns an awaitable)."""
         return self._client.ack(self)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.path is None else os.path.getsize(self.path)
+
+    def save(self, target: str | os.PathLike[str]) -> None:
+        """Put the payload at `target`, whole or not at all: a large one is moved there (copied
+        when `target` is on another file system), a small one written."""
+        partial = f"{os.fspath(target)}.part"
+        if self.path is None:
+            with open(partial, "wb") as f:
+                f.write(self.data)
+        else:
+            try:
+                os.replace(self.path, target)
+                return
+            except OSError:  # another file system, or the node's directory is not writable
+                shutil.copyfile(self.path, partial)
+        os.replace(partial, target)
+
+    def write_to(self, stream: BinaryIO) -> None:
+        """Write the payload to a binary stream, a large one piece by piece."""
+        if self.path is None:
+            stream.write(self.data)
+            return
+        with open(self.path, "rb") as f:
+            shutil.copyfileobj(f, stream, CHUNK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +161,7 @@ def _received(push: dict, client: Any) -> Received:
         data=push.get("data", b""),
         delivery=push.get("delivery", -1),
         created=push.get("created", 0.0),
+        path=push.get("path"),
         _client=client,
     )
 

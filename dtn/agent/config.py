@@ -16,6 +16,7 @@ class AgentConfig:
     admin_lifetime: float = 86_400.0  # s, for custody signals and status reports
     max_bundle_size: int = 64 * 1024 * 1024  # received bundles above this are refused unread
     large_adu: int = 16 * 1024 * 1024  # ADUs above this are reassembled into a file, not memory
+    fragment_size: int = 1024 * 1024  # bundles the node cuts data above large_adu into
     transmit_batch: int = 256  # bundles per neighbour per input call on an unpaced link
     pacing_window: float = 1.0  # s of link time queued ahead on a paced link
     purge_batch: int = 1000  # expired rows deleted per timer call

@@ -122,15 +122,14 @@ def _recv(args: argparse.Namespace) -> int:
             if item is None:
                 break
             if args.out is None:
-                sys.stdout.buffer.write(item.data)
+                item.write_to(sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             else:
                 # Named by bundle ID: a repeat after a crash rewrites the same file.
                 target = args.out / item.bundle_id.replace("/", "_").replace(":", "_")
-                partial = target.with_name(target.name + ".part")
-                partial.write_bytes(item.data)
-                partial.replace(target)
-                print(f"{item.bundle_id} {len(item.data)} {target}", flush=True)
+                size = item.size
+                item.save(target)
+                print(f"{item.bundle_id} {size} {target}", flush=True)
             client.ack(item)
             received += 1
     return 0 if args.count is None or received == args.count else 1

@@ -68,6 +68,7 @@ class _Connection:
                 "source": delivery.source,
                 "data": delivery.data,
                 "created": delivery.created,
+                **({} if delivery.path is None else {"path": delivery.path}),
             }
         )
 

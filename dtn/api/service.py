@@ -46,8 +46,11 @@ class Delivery:
     delivery: int  # id the client acks, unique per node run
     bundle_id: str
     source: str
-    data: bytes
+    data: bytes  # empty when `path` is given
     created: float  # mission Unix seconds
+    # Large data (above the node's large_adu): the file holding it, on the node's machine. The
+    # client may move it away before acking; the node removes what is left at the ack.
+    path: str | None = None
 
 
 class Sink(Protocol):

@@ -117,8 +117,12 @@ class AgentTable(Table):
     transmit_batch: int = _DEFAULTS.transmit_batch
     pacing_window: Duration = Duration(_DEFAULTS.pacing_window)
     purge_batch: int = _DEFAULTS.purge_batch
+    large_adu: Size = Size(_DEFAULTS.large_adu)
+    fragment_size: Size = Size(_DEFAULTS.fragment_size)
 
     def __post_init__(self) -> None:
+        if not 4096 <= self.fragment_size <= self.max_bundle_size:
+            raise ValueError("fragment_size must be at least 4 KiB and at most max_bundle_size")
         for key in ("signal_max_ranges", "transmit_batch", "purge_batch"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1")
@@ -224,6 +228,8 @@ class NodeConfig:
             transmit_batch=agent.transmit_batch,
             pacing_window=float(agent.pacing_window),
             purge_batch=agent.purge_batch,
+            large_adu=int(agent.large_adu),
+            fragment_size=int(agent.fragment_size),
             has_clock=self.file.node.has_clock,
         )
 

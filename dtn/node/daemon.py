@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from dtn import __version__
 from dtn.agent import Agent, Deliver, Event, Router, Transmit
+from dtn.agent.fragment import fragments_of
 from dtn.api.service import ApiError, Delivery, SendRequest, Sink
 from dtn.bundle import EID, Bundle, BundleError, BundleFlags
 from dtn.cla.udp import UdpRsConfig, UdpRsLink
@@ -25,12 +28,17 @@ from dtn.cla.udp_shell import UdpRsEndpoint
 from dtn.clock import unix_from_dtn_ms
 from dtn.config import NodeConfig
 from dtn.payload import COMPRESSION_BLOCK_TYPE, PayloadPipeline, PayloadReason, PayloadRejected
+from dtn.payload.large import FileSealer, SealedFile, open_file_steps
 from dtn.store import BundleStore, StoreError, StoreFull
 from dtn.store.schema import State
 
 from .logs import log_event
 
 MAX_OUTSTANDING = 256  # deliveries a client holds un-acknowledged before more are offered
+_LARGE_BATCH = 8 << 20  # bytes of fragments of large data made durable at a time
+# A large ADU opened for the application, in the store's payload directory until acked
+# (not a row's file: a restart removes it, and opens the ADU again when it is offered again).
+DELIVERED_SUFFIX = ".delivered"
 _NARRATED = ("signals_sent", "signals_received", "retransmissions")
 
 
@@ -76,6 +84,7 @@ class Node:
         self._outstanding: dict[int, tuple[Sink, str]] = {}
         self._held: Counter[Sink] = Counter()
         self._watchers: dict[str, set[Sink]] = defaultdict(set)
+        self._opening: set[asyncio.Future] = set()  # large ADUs being opened for a client
 
     # === set-up ================================================================================
 
@@ -274,29 +283,83 @@ class Node:
             row = self.store.get(delivery_id)
             if row is None or row.state != State.DELIVERABLE:
                 return sink  # gone meanwhile (expired): nothing to hand over
-            bundle = Bundle.decode(row.data)
+            bundle, payload_file = Bundle.decode(row.data), row.file
         else:
-            bundle = action.bundle
+            bundle, payload_file = action.bundle, action.payload_file
+        self._outstanding[delivery_id] = (sink, endpoint)
+        self._held[sink] += 1
+        if payload_file is not None:
+            task = asyncio.ensure_future(
+                self._offer_file(sink, endpoint, delivery_id, bundle, payload_file)
+            )
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+            return sink
         try:
             data = self.pipeline.deliver(bundle)
         except (PayloadRejected, BundleError) as exc:
-            self.counters["payload_rejected"] += 1
-            log_event(self.log, "rejected", f"{bundle.id}: {exc}", logging.WARNING,
-                      bundle=str(bundle.id))
-            self.agent.delivered(delivery_id, self.clock.now())  # never for an application
-            self._kick()
+            self._not_deliverable(delivery_id, bundle, exc)
             return sink
+        self._hand_over(sink, endpoint, delivery_id, bundle, data, None)
+        return sink
+
+    async def _offer_file(
+        self, sink: Sink, endpoint: str, delivery_id: int, bundle: Bundle, payload: Path
+    ) -> None:
+        """_offer for a large ADU: opened into a file of its own piece by piece, the event
+        loop running between pieces; the client gets the file's path."""
+        out = self.store.payload_dir / f"{delivery_id}{DELIVERED_SUFFIX}"
+        steps = open_file_steps(self.pipeline, bundle, payload, out, self.store_limit())
+        try:
+            while True:
+                next(steps)
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            size = done.value
+        except (PayloadRejected, OSError) as exc:
+            self._not_deliverable(delivery_id, bundle, exc)
+            return
+        if self._closed or self._outstanding.get(delivery_id) != (sink, endpoint):
+            out.unlink(missing_ok=True)  # the client went meanwhile: offered again later
+            return
+        self._hand_over(sink, endpoint, delivery_id, bundle, b"", (out, size))
+
+    def store_limit(self) -> int:
+        """The largest ADU this node opens for an application: what its store may hold."""
+        quota = self.store.quota.max_bytes
+        return 2**63 if quota is None else quota
+
+    def _hand_over(
+        self,
+        sink: Sink,
+        endpoint: str,
+        delivery_id: int,
+        bundle: Bundle,
+        data: bytes,
+        file: tuple[Path, int] | None,
+    ) -> None:
         primary = bundle.primary
         created = unix_from_dtn_ms(primary.creation_time) if primary.creation_time else 0.0
+        path, size = (None, len(data)) if file is None else (str(file[0]), file[1])
         sink.deliver(
-            Delivery(endpoint, delivery_id, str(bundle.id), str(primary.source), data, created)
+            Delivery(
+                endpoint, delivery_id, str(bundle.id), str(primary.source), data, created, path
+            )
         )
-        self._outstanding[delivery_id] = (sink, endpoint)
-        self._held[sink] += 1
         self.counters["offered"] += 1
-        log_event(self.log, "delivered", f"{bundle.id} to {endpoint}, {len(data)} B",
-                  bundle=str(bundle.id), endpoint=endpoint, size=len(data))
-        return sink
+        log_event(self.log, "delivered", f"{bundle.id} to {endpoint}, {size} B",
+                  bundle=str(bundle.id), endpoint=endpoint, size=size)
+
+    def _not_deliverable(self, delivery_id: int, bundle: Bundle, exc: Exception) -> None:
+        """A bundle whose payload must not reach the application: logged and dropped."""
+        held = self._outstanding.pop(delivery_id, None)
+        if held is not None:
+            self._held[held[0]] -= 1
+        self.counters["payload_rejected"] += 1
+        log_event(self.log, "rejected", f"{bundle.id}: {exc}", logging.WARNING,
+                  bundle=str(bundle.id))
+        self.agent.delivered(delivery_id, self.clock.now())  # never for an application
+        self._kick()
 
     def _pump(self, endpoint: str) -> None:
         waiting = self._waiting.get(endpoint)
@@ -316,8 +379,9 @@ class Node:
             "now": self.clock.now(),
         }
 
-    async def send(self, request: SendRequest) -> str:
-        now = self.clock.now()
+    def _bundle_fields(self, request: SendRequest) -> dict:
+        """PayloadPipeline.send's keyword arguments for a request (and source, destination),
+        checked: ApiError for a request no bundle can be made of."""
         try:
             destination = EID.parse(request.destination)
             source = self.node_id if request.source is None else EID.parse(request.source)
@@ -327,45 +391,37 @@ class Node:
             raise ApiError("bad_endpoint", f"{source} is not an endpoint of {self.node_id}")
         if not 0 <= request.priority <= 2:
             raise ApiError("bad_request", f"priority must be 0, 1 or 2, got {request.priority}")
-        lifetime = self.config.agent_config().default_lifetime
+        lifetime = self.agent.config.default_lifetime
         if request.lifetime is not None:
             if not 0 < request.lifetime < 2**40:
                 raise ApiError("bad_request", f"lifetime must be > 0 s, got {request.lifetime}")
             lifetime = request.lifetime
-        creation_time, sequence = self.agent.next_creation(now)
-        try:
-            bundle = self.pipeline.send(
-                request.data,
-                source,
-                destination,
-                creation_time=creation_time,
-                sequence=sequence,
-                lifetime=round(lifetime * 1000),
-                report_to=self.node_id if request.report else None,
-                flags=int(BundleFlags.REPORT_DELIVERY) if request.report else 0,
-            )
+        creation_time, sequence = self.agent.next_creation(self.clock.now())
+        return {
+            "source": source,
+            "destination": destination,
+            "creation_time": creation_time,
+            "sequence": sequence,
+            "lifetime": round(lifetime * 1000),
+            "report_to": self.node_id if request.report else None,
+            "flags": int(BundleFlags.REPORT_DELIVERY) if request.report else 0,
+        }
+
+    async def send(self, request: SendRequest) -> str:
+        fields = self._bundle_fields(request)
+        with self._submission(fields["destination"]):
+            bundle = self.pipeline.send(request.data, **fields)
             self.agent.submit_bundle(
-                bundle, now, priority=request.priority, custody=request.custody
+                bundle, self.clock.now(), priority=request.priority, custody=request.custody
             )
-        except PayloadRejected as exc:
-            code = "too_large" if exc.reason == PayloadReason.TOO_LARGE else "bad_request"
-            raise ApiError(code, str(exc)) from None
-        except StoreFull as exc:
-            self.counters["store_full"] += 1
-            log_event(self.log, "rejected", f"submission to {destination}: {exc}",
-                      logging.WARNING)
-            raise ApiError("store_full", str(exc)) from None
-        future = asyncio.get_running_loop().create_future()
-        self._durable.append(future)
-        self._kick()
-        await future
-        bundle_id = str(bundle.id)
-        log_event(self.log, "accepted", f"{bundle_id} for {destination}, {len(request.data)} B",
-                  bundle=bundle_id, destination=str(destination), size=len(request.data))
-        return bundle_id
+        await self._durable_now()
+        return self._accepted(bundle.id, fields["destination"], len(request.data))
 
     async def send_stream(self, request: SendRequest, chunks: AsyncIterator[bytes]) -> str:
-        """A streamed send: gathered up to the pipeline's payload maximum, then one bundle."""
+        """A streamed send: up to `large_adu` bytes gathered into one bundle; above it, sealed
+        into a spool file as the chunks come and sent as fragments (`send_large`)."""
+        if request.size is not None and request.size > self.agent.config.large_adu:
+            return await self.send_large(request, chunks)
         limit = self.pipeline.max_payload
         if request.size is not None and request.size > limit:
             raise ApiError("too_large", f"{request.size} bytes is above the maximum {limit}")
@@ -376,6 +432,84 @@ class Node:
                 raise ApiError("too_large", f"stream is above the maximum of {limit} bytes")
             parts.append(chunk)
         return await self.send(replace(request, data=b"".join(parts)))
+
+    async def send_large(self, request: SendRequest, chunks: AsyncIterator[bytes]) -> str:
+        """Data too large to hold: compressed and encrypted into a spool file chunk by chunk,
+        then cut into RFC 9171 fragments of `fragment_size`, made durable a few at a time.
+        The bundle ID is returned once every fragment is; a crash before that leaves
+        fragments nobody was told about, which expire (docs/node.md, Large data)."""
+        fields = self._bundle_fields(request)
+        destination, size = fields["destination"], request.size
+        quota = self.store.quota.max_bytes
+        if quota is not None and self.store.bytes_used + size > quota:
+            self.counters["store_full"] += 1
+            raise ApiError(
+                "store_full",
+                f"store full: {self.store.bytes_used} + up to {size} bytes exceeds the quota "
+                f"of {quota} bytes",
+            )
+        spool = self.store.spool_path()
+        with self._submission(destination):
+            sealer = FileSealer(self.pipeline, spool, size, **fields)
+        try:
+            async for chunk in chunks:
+                sealer.write(chunk)
+            sealed = sealer.finish()
+            await self._submit_fragments(sealed, request)
+        except ValueError as exc:  # the stream broke its announced size
+            raise ApiError("bad_request", str(exc)) from None
+        finally:
+            sealer.abort()  # the spool: every fragment made of it is in the store by now
+        return self._accepted(sealed.bundle.id, destination, size)
+
+    async def _submit_fragments(self, sealed: SealedFile, request: SendRequest) -> None:
+        config = self.agent.config
+        pending = 0
+        with open(sealed.path, "rb") as spool:
+
+            def read(position: int, count: int) -> bytes:
+                spool.seek(position)
+                return spool.read(count)
+
+            pieces = fragments_of(sealed.bundle, sealed.length, read, config.fragment_size)
+            for piece in pieces:
+                with self._submission(sealed.bundle.primary.destination):
+                    self.agent.submit_bundle(
+                        piece, self.clock.now(), priority=request.priority,
+                        custody=request.custody,
+                    )
+                pending += len(piece.payload)
+                if pending >= _LARGE_BATCH:  # durable before more is read: bounded memory
+                    await self._durable_now()
+                    pending = 0
+        await self._durable_now()
+
+    @contextmanager
+    def _submission(self, destination: EID) -> Iterator[None]:
+        """What a refused submission tells the application."""
+        try:
+            yield
+        except PayloadRejected as exc:
+            code = "too_large" if exc.reason == PayloadReason.TOO_LARGE else "bad_request"
+            raise ApiError(code, str(exc)) from None
+        except StoreFull as exc:
+            self.counters["store_full"] += 1
+            log_event(self.log, "rejected", f"submission to {destination}: {exc}",
+                      logging.WARNING)
+            raise ApiError("store_full", str(exc)) from None
+
+    async def _durable_now(self) -> None:
+        """Returns once what was submitted so far is committed."""
+        future = asyncio.get_running_loop().create_future()
+        self._durable.append(future)
+        self._kick()
+        await future
+
+    def _accepted(self, bundle_id: object, destination: EID, size: int) -> str:
+        text = str(bundle_id)
+        log_event(self.log, "accepted", f"{text} for {destination}, {size} B",
+                  bundle=text, destination=str(destination), size=size)
+        return text
 
     def register(self, endpoint: str, sink: Sink) -> None:
         try:
@@ -401,6 +535,8 @@ class Node:
             raise ApiError("not_found", f"no delivery {delivery} outstanding on this connection")
         del self._outstanding[delivery]
         self._held[sink] -= 1
+        # a large ADU's opened file, unless the client took it away
+        (self.store.payload_dir / f"{delivery}{DELIVERED_SUFFIX}").unlink(missing_ok=True)
         self.agent.delivered(delivery, self.clock.now())
         self._kick()
         self._pump(held[1])

@@ -19,6 +19,7 @@ length is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -156,8 +157,21 @@ def open_file(
     the file `payload`: the application data written to `out`, at most `limit` bytes; how
     many. PayloadRejected, counted by reason, for anything that must not reach the
     application; `out` is then removed."""
+    steps = open_file_steps(pipeline, bundle, payload, out, limit)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def open_file_steps(
+    pipeline: PayloadPipeline, bundle: Bundle, payload: Path, out: Path, limit: int
+) -> Iterator[None]:
+    """open_file one piece at a time: the generator yields after each piece (so an event
+    loop can run between them) and returns what open_file returns."""
     try:
-        size = _open_file(pipeline, bundle, payload, out, limit)
+        size = yield from _open_file(pipeline, bundle, payload, out, limit)
     except PayloadRejected as exc:
         out.unlink(missing_ok=True)
         pipeline.rejections[exc.reason] += 1
@@ -172,7 +186,7 @@ def open_file(
 
 def _open_file(
     pipeline: PayloadPipeline, bundle: Bundle, payload: Path, out: Path, limit: int
-) -> int:
+) -> Iterator[None]:
     primary = bundle.primary
     bcbs = [b for b in bundle.blocks if b.block_type == _BCB]
     markers = [b for b in bundle.blocks if b.block_type == COMPRESSION_BLOCK_TYPE]
@@ -212,6 +226,7 @@ def _open_file(
                 if decryptor is not None:
                     piece = decryptor.update(piece)
                 sink.write(restorer.feed(piece))
+                yield
             restorer.finish()
         except PayloadRejected:
             if decryptor is None:

@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 
 def node_config(name: str, node: int, other: str, other_node: int, listen: int, send_to: int,
                 light_time: str, rate: str, extra: str = "", scale: float = 1000,
-                log_level: str = "info") -> str:
+                log_level: str = "info", agent: str = "") -> str:
     return f"""
 [node]
 id = "ipn:{node}.0"
@@ -31,6 +31,7 @@ socket = "{name}.sock"
 level = "{log_level}"
 [agent]
 custody_margin = "5s"
+{agent}
 [security]
 keyfile = "keys-example.toml"
 [[security.rule]]
@@ -53,16 +54,17 @@ via = ["{other}"]
 def earth_mars(folder: Path, *, light_time: str = "60s", rate: str = "2 Mbit/s",
                ber: float = 0.0, loss: float = 0.0, earth_store: str = "",
                mars_store: str = "", scale: float = 1000, log_level: str = "info",
-               ) -> tuple[Network, Path, Path, Path]:
-    """A Network (not started) and the three configs: earth, mars, emulator."""
+               agent: str = "") -> tuple[Network, Path, Path, Path]:
+    """A Network (not started) and the three configs: earth, mars, emulator. `agent` is
+    extra lines for both nodes' [agent] tables."""
     earth_port, mars_port, to_mars, to_earth = free_udp_ports(4)
     private_copy(CONFIGS / "keys-example.toml", folder)
     earth = folder / "earth.toml"
     earth.write_text(node_config("earth", 1, "mars", 2, earth_port, to_mars, light_time, rate,
-                                 earth_store, scale, log_level))
+                                 earth_store, scale, log_level, agent))
     mars = folder / "mars.toml"
     mars.write_text(node_config("mars", 2, "earth", 1, mars_port, to_earth, light_time, rate,
-                                mars_store, scale, log_level))
+                                mars_store, scale, log_level, agent))
     emulator = folder / "emulator.toml"
     emulator.write_text(f"""
 seed = 7
