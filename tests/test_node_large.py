@@ -32,6 +32,8 @@ def _write_science_file(path: Path, size: int) -> None:
 
 
 def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
+    # x1000: the machine, not the link, sets the pace; a lifetime of 1e6 mission seconds (1000 s
+    # wall) keeps retransmitted fragments alive however long that takes
     net, earth, mars, emulator = earth_mars(
         tmp_path, rate="400 Mbit/s", loss=0.001,
         agent='large_adu = "8MiB"\nfragment_size = "1MiB"',
@@ -47,7 +49,7 @@ def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
                                 stdout=subprocess.PIPE, text=True)
         send = subprocess.run([sys.executable, "-m", "dtn.cli", "send", "--socket",
                                net.socket("mars", "mars.sock"), "--to", "ipn:1.1",
-                               str(payload)], capture_output=True, text=True, timeout=240)
+                               "--lifetime", "1e6", str(payload)], capture_output=True, text=True, timeout=240)
         assert send.returncode == 0, send.stderr
         assert recv.wait(240) == 0
         bundle_id, size, target = recv.stdout.read().split()

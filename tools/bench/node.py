@@ -5,15 +5,24 @@
 (b) end-to-end goodput through the emulator at wall-clock rates (time_scale = 1, light time
     20 ms), BER 1e-5, 1% loss: application bytes delivered per second over the link rate,
     1 KiB and 1 MB bundles, 6 Mbit/s and 267 Mbit/s.
+(c) a large file (2 GiB by default, half random, half compressible) sent with `dtn send` from
+    Mars and taken with `dtn recv --out` on Earth, through the emulator at wall-clock rates
+    (time_scale 1, light time 20 ms, 267 Mbit/s, BER 1e-5, 1% loss): wall time, and the
+    peak resident memory of each process (VmHWM of the daemons and the emulator, ru_maxrss of
+    the two CLI processes).
 
-    python -m tools.bench.node [--seconds 5] [--skip-goodput]
+    python -m tools.bench.node [--seconds 5] [--skip-goodput] [--skip-submissions]
+                               [--large-mib 2048 | --large-mib 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,14 +114,90 @@ def goodput(seconds: float) -> None:
                   f"= {achieved / rate_bps:.2f} of the link rate ({got / 1e6:.1f} MB)")
 
 
+def _science_file(path: Path, mib: int) -> str:
+    """Write the file 1 MiB at a time (odd MiBs repetitive, even ones random); its SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(mib):
+            piece = hashlib.sha256(bytes([i % 256])).digest() * 32768 if i % 2 else os.urandom(
+                1 << 20)
+            digest.update(piece)
+            f.write(piece)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dtn.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _reap(process: subprocess.Popen) -> tuple[int, float, str]:
+    """(exit status, peak RSS in MiB, standard output) of a finished CLI process."""
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024, out
+
+
+def large_file(mib: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        payload = folder / "science.bin"
+        expected = _science_file(payload, mib)
+        net, earth, mars, emulator = earth_mars(folder, light_time="20ms", rate="267 Mbit/s",
+                                                ber=1e-5, loss=0.01, scale=1,
+                                                log_level="warning")
+        with net:
+            start(net, earth, mars, emulator)
+            inbox = folder / "inbox"
+            started = time.perf_counter()
+            recv = _cli(["recv", "--socket", net.socket("earth", "earth.sock"), "--endpoint",
+                         "ipn:1.1", "--out", str(inbox), "--count", "1", "--timeout", "900"])
+            send = _cli(["send", "--socket", net.socket("mars", "mars.sock"), "--to", "ipn:1.1",
+                         str(payload)])
+            send_status, send_rss, _ = _reap(send)
+            accepted = time.perf_counter() - started
+            recv_status, recv_rss, line = _reap(recv)
+            wall = time.perf_counter() - started
+            peaks = {name: _peak_rss_mib(process.popen.pid)
+                     for name, process in net.processes.items()}
+        target = Path(line.split()[2]) if recv_status == 0 else None
+        intact = target is not None and _sha256(target) == expected
+    print(f"large file, {mib:,} MiB: accepted by Mars in {accepted:.1f} s, delivered on Earth "
+          f"in {wall:.1f} s ({mib / wall:.1f} MiB/s), {'intact' if intact else 'NOT INTACT'} "
+          f"(send exit {send_status}, recv exit {recv_status})")
+    peaks.update({"dtn send": send_rss, "dtn recv": recv_rss})
+    print("  peak RSS: " + ", ".join(f"{name} {rss:.0f} MiB" for name, rss in peaks.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--skip-goodput", action="store_true")
+    parser.add_argument("--skip-submissions", action="store_true")
+    parser.add_argument("--large-mib", type=int, default=2048, help="0: skip the large file")
     args = parser.parse_args()
-    submissions(args.seconds)
+    if not args.skip_submissions:
+        submissions(args.seconds)
     if not args.skip_goodput:
         goodput(args.seconds)
+    if args.large_mib:
+        large_file(args.large_mib)
 
 
 if __name__ == "__main__":
