@@ -1,4 +1,4 @@
-"""The Abstract Security Block (RFC 9172 3.6): the block-type-specific data of a BIB or a BCB.
+"""The Abstract Security Block (RFC 9172 §3.6): the block-type-specific data of a BIB or a BCB.
 
 An ASB is a CBOR sequence (not an array) of: security targets (array of block numbers), security
 context id (int), security context flags (bit 0: parameters present), security source (EID),
@@ -83,7 +83,7 @@ class AbstractSecurityBlock:
 
     @classmethod
     def decode(cls, data: bytes, what: str = "security block") -> AbstractSecurityBlock:
-        """Parse an ASB; SecurityError(MALFORMED) for anything RFC 9172 3.6 does not allow."""
+        """Parse an ASB; SecurityError(MALFORMED) for anything RFC 9172 §3.6 does not allow."""
         for layout in _layouts.get(len(data), ()):
             values = layout.match(data)
             if values is not None:
@@ -202,9 +202,9 @@ def _decode(data: bytes, what: str, spans: list[tuple[int, int]]) -> AbstractSec
     """The strict parse. `spans` collects where byte-string values lie, in parse order."""
     targets, pos = _read_array(data, 0, f"{what} security targets", _read_target)
     if not targets:
-        raise BundleError("security targets must not be empty (RFC 9172 3.6)")
+        raise BundleError("security targets must not be empty (RFC 9172 §3.6)")
     if len(set(targets)) != len(targets):
-        raise BundleError(f"security targets list a block twice: {targets}")
+        raise BundleError(f"security targets list a block twice (RFC 9172 §3.6): {targets}")
     context_id, pos = _read_int(data, pos, "security context id")
     flags, pos = cbor.read_uint(data, pos, "security context flags")
     source, pos = decode_eid(data, pos, "security source")
@@ -217,7 +217,7 @@ def _decode(data: bytes, what: str, spans: list[tuple[int, int]]) -> AbstractSec
     if len(results) != len(targets):
         raise BundleError(
             f"{len(results)} result sets for {len(targets)} security targets "
-            "(RFC 9172 3.6: one per target)"
+            "(RFC 9172 §3.6: one per target)"
         )
     if pos != len(data):
         raise BundleError(f"{len(data) - pos} bytes after the abstract security block")
