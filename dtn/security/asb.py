@@ -31,6 +31,7 @@ from dtn.bundle.eid import decode_eid
 from .errors import Reason, SecurityError
 
 PARAMETERS_PRESENT = 0x01  # the only security context flag RFC 9172 assigns
+_ASB_RULE = "RFC 9172 §3.6"  # every structural defect of an ASB breaks the ASB definition
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +93,11 @@ class AbstractSecurityBlock:
         try:
             asb = _decode(data, what, spans)
         except BundleError as exc:
-            raise SecurityError(Reason.MALFORMED, f"{what}: {exc}") from None
+            rule = "" if "RFC 9172" in str(exc) else f" ({_ASB_RULE})"
+            raise SecurityError(Reason.MALFORMED, f"{what}: {exc}{rule}") from None
         except IndexError:
-            raise SecurityError(Reason.MALFORMED, f"{what}: data is truncated") from None
+            message = f"{what}: data is truncated ({_ASB_RULE})"
+            raise SecurityError(Reason.MALFORMED, message) from None
         _remember(data, asb, spans)
         return asb
 
