@@ -6,9 +6,12 @@ is accepted."""
 from contextlib import contextmanager
 
 import pytest
+from pipeline_helpers import receive, send
+from test_payload_pipeline import pair
 from test_security_bpsec import KEY32, SOURCE, forged, keys_for, make_bundle
 
 from dtn.bundle import BlockFlags, BlockType, Bundle, BundleFlags, CanonicalBlock
+from dtn.payload import PayloadRejected
 from dtn.security import (
     AbstractSecurityBlock,
     Reason,
@@ -404,3 +407,18 @@ def test_6_keys_by_security_source():
         accept(received(bundle), keys_for(None, KEY32))
     assert caught.value.reason == Reason.MISSING_KEY
     accepted(bundle)
+
+
+@pytest.mark.usefixtures("fast_path")
+def test_3_9_node_refuses_a_clear_bib_over_its_encrypted_payload():
+    """Through a node's payload pipeline, on the C path and in Python: a sender it knows (the
+    first bundle teaches it the sender's BCB) adds a BIB in the clear over the ciphertext."""
+    earth, mars = pair({"bcb": "A256GCM", "key": "link"})
+    assert receive(mars, send(earth, b"first", 1)) == b"first"
+    assert receive(mars, send(earth, b"second", 2)) == b"second"
+    bundle = Bundle.decode(send(earth, b"third", 3))
+    with unseen(bundle.block_of_type(BlockType.BCB)):
+        bib(bundle, [1])
+    with pytest.raises(PayloadRejected, match="RFC 9172 §3.9") as caught:
+        receive(mars, bundle.encode())
+    assert caught.value.reason == Reason.RULE_BROKEN
