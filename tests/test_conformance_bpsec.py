@@ -220,6 +220,23 @@ def test_3_6_context_fits_the_block_type(block_type, context_id):
     assert caught.value.reason == Reason.UNSUPPORTED_CONTEXT
 
 
+def test_3_7_3_8_block_type_codes():
+    bundle = make_bundle()
+    assert bib(bundle, [1]).block_type == BlockType.BIB == 11
+    assert bcb(bundle, [EXTENSION]).block_type == BlockType.BCB == 12
+    accepted(bundle)
+
+
+def test_3_8_encrypted_in_place():
+    bundle = make_bundle()
+    target = bundle.block_by_number(EXTENSION)
+    header = (target.block_type, target.number, target.flags, target.crc_type)
+    bcb(bundle, [EXTENSION])
+    assert (target.block_type, target.number, target.flags, target.crc_type) == header
+    assert target.data != b"extension" and len(target.data) == len(b"extension")  # tag: result
+    assert accepted(bundle).plaintext == {EXTENSION: b"extension"}
+
+
 # === §3.7 BIB ==============================================================================
 
 
