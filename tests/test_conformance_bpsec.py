@@ -4,9 +4,12 @@ expects the acceptor to refuse it with a SecurityError naming the rule; the near
 is accepted."""
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 from pipeline_helpers import receive, send
+from test_conformance_format import PAYLOAD, primary
+from test_conformance_format import bundle as raw_bundle
 from test_payload_pipeline import pair
 from test_security_bpsec import KEY32, SOURCE, forged, keys_for, make_bundle
 
@@ -439,3 +442,19 @@ def test_3_9_node_refuses_a_clear_bib_over_its_encrypted_payload():
     with pytest.raises(PayloadRejected, match="RFC 9172 §3.9") as caught:
         receive(mars, bundle.encode())
     assert caught.value.reason == Reason.RULE_BROKEN
+
+
+def test_4_primary_block_canonical_form_is_deterministic():
+    """A BIB over the primary block signs its deterministic encoding, also when the bundle
+    arrives with another one (a chunked text string, which RFC 9171 allows and keeps)."""
+    chunked = b"\x82\x01\x7f\x62//\x66node/x\xff"  # dtn://node/x
+    raw = raw_bundle(primary(dst=chunked), PAYLOAD)
+    arrived = Bundle.decode(raw)
+    deterministic = Bundle.decode(raw)
+    deterministic.primary = replace(deterministic.primary, _encoded=None)
+    assert deterministic.primary.encode() != arrived.primary.encode()
+    signature = bib(deterministic, [0])  # what a sender that encodes deterministically signs
+    arrived.insert_block(signature)
+    wire = arrived.encode()
+    assert wire.startswith(raw[:1] + primary(dst=chunked))  # still as it arrived
+    assert accept(Bundle.decode(wire), KEYS).verified == {0}
