@@ -156,7 +156,7 @@ def forged(bundle: Bundle, block_type: int, targets: list[int], flags: int = 1) 
 @pytest.mark.parametrize(
     ("block_type", "targets", "flags", "message"),
     [
-        (BlockType.BCB, [0], 1, "not in the bundle"),
+        (BlockType.BCB, [0], 1, "primary block"),
         (BlockType.BCB, [7], 1, "not in the bundle"),
         (BlockType.BCB, [1], 0, "replicated in fragments"),
         (BlockType.BCB, [1], 0x11, "discard"),

@@ -1,4 +1,4 @@
-"""The Abstract Security Block (RFC 9172 3.6): the block-type-specific data of a BIB or a BCB.
+"""The Abstract Security Block (RFC 9172 §3.6): the block-type-specific data of a BIB or a BCB.
 
 An ASB is a CBOR sequence (not an array) of: security targets (array of block numbers), security
 context id (int), security context flags (bit 0: parameters present), security source (EID),
@@ -31,6 +31,7 @@ from dtn.bundle.eid import decode_eid
 from .errors import Reason, SecurityError
 
 PARAMETERS_PRESENT = 0x01  # the only security context flag RFC 9172 assigns
+_ASB_RULE = "RFC 9172 §3.6"  # every structural defect of an ASB breaks the ASB definition
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class AbstractSecurityBlock:
 
     @classmethod
     def decode(cls, data: bytes, what: str = "security block") -> AbstractSecurityBlock:
-        """Parse an ASB; SecurityError(MALFORMED) for anything RFC 9172 3.6 does not allow."""
+        """Parse an ASB; SecurityError(MALFORMED) for anything RFC 9172 §3.6 does not allow."""
         for layout in _layouts.get(len(data), ()):
             values = layout.match(data)
             if values is not None:
@@ -92,9 +93,11 @@ class AbstractSecurityBlock:
         try:
             asb = _decode(data, what, spans)
         except BundleError as exc:
-            raise SecurityError(Reason.MALFORMED, f"{what}: {exc}") from None
+            rule = "" if "RFC 9172" in str(exc) else f" ({_ASB_RULE})"
+            raise SecurityError(Reason.MALFORMED, f"{what}: {exc}{rule}") from None
         except IndexError:
-            raise SecurityError(Reason.MALFORMED, f"{what}: data is truncated") from None
+            message = f"{what}: data is truncated ({_ASB_RULE})"
+            raise SecurityError(Reason.MALFORMED, message) from None
         _remember(data, asb, spans)
         return asb
 
@@ -202,9 +205,9 @@ def _decode(data: bytes, what: str, spans: list[tuple[int, int]]) -> AbstractSec
     """The strict parse. `spans` collects where byte-string values lie, in parse order."""
     targets, pos = _read_array(data, 0, f"{what} security targets", _read_target)
     if not targets:
-        raise BundleError("security targets must not be empty (RFC 9172 3.6)")
+        raise BundleError("security targets must not be empty (RFC 9172 §3.6)")
     if len(set(targets)) != len(targets):
-        raise BundleError(f"security targets list a block twice: {targets}")
+        raise BundleError(f"security targets list a block twice (RFC 9172 §3.6): {targets}")
     context_id, pos = _read_int(data, pos, "security context id")
     flags, pos = cbor.read_uint(data, pos, "security context flags")
     source, pos = decode_eid(data, pos, "security source")
@@ -217,7 +220,7 @@ def _decode(data: bytes, what: str, spans: list[tuple[int, int]]) -> AbstractSec
     if len(results) != len(targets):
         raise BundleError(
             f"{len(results)} result sets for {len(targets)} security targets "
-            "(RFC 9172 3.6: one per target)"
+            "(RFC 9172 §3.6: one per target)"
         )
     if pos != len(data):
         raise BundleError(f"{len(data) - pos} bytes after the abstract security block")

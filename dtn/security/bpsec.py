@@ -32,7 +32,7 @@ from .asb import AbstractSecurityBlock
 from .errors import Reason, SecurityError
 from .hmac_sha2 import BibParameters, ShaVariant
 from .keywrap import wrap_key
-from .scope import FULL_SCOPE, block_header, scope_prefix
+from .scope import FULL_SCOPE, block_header, canonical_primary, scope_prefix
 
 PRIMARY_BLOCK = 0  # the number a security target uses for the primary block
 # Enum members read once: looking one up on its class costs more than the comparison.
@@ -69,12 +69,12 @@ def add_bib(
     covered = _covered_targets(bundle, blocks)
     for number in targets:
         if number != PRIMARY_BLOCK and blocks[number].block_type in _SECURITY_TYPES:
-            raise ValueError(f"a BIB must not target security block {number} (RFC 9172 3.7)")
+            raise ValueError(f"a BIB must not target security block {number} (RFC 9172 §3.7)")
         if number in covered[_BIB]:
-            raise ValueError(f"block {number} already has a BIB (RFC 9172 3.2)")
+            raise ValueError(f"block {number} already has a BIB (RFC 9172 §3.2)")
         if number in covered[_BCB]:
             raise ValueError(
-                f"block {number} is encrypted already: a BIB goes on before the BCB (RFC 9172 3.9)"
+                f"block {number} is encrypted already: a BIB goes on before the BCB (RFC 9172 §3.9)"
             )
     hmac_key, wrapped = key, None
     if key_wrap:
@@ -83,7 +83,7 @@ def add_bib(
     parameters = BibParameters(variant, _check_new_scope(scope), wrapped)
     number = _new_block_number(bundle, blocks, block_number)
     header = block_header(_BIB, number, flags)
-    primary = bundle.primary.encode()
+    primary = canonical_primary(bundle.primary)
     results = []
     for target_number in targets:
         target = blocks.get(target_number)
@@ -136,7 +136,7 @@ def add_bcb(
     scope = _check_new_scope(scope)
     number = _new_block_number(bundle, blocks, block_number)
     header = block_header(_BCB, number, flags)
-    primary = bundle.primary.encode()
+    primary = canonical_primary(bundle.primary)
     results = []
     for target_number in targets:
         target = blocks[target_number]
@@ -165,7 +165,7 @@ class Accepted:
         return set(self.plaintext)
 
     def apply(self, bundle: Bundle) -> None:
-        """Put the plaintexts in place and drop the processed security blocks (RFC 9172 5.1)."""
+        """Put the plaintexts in place and drop the processed security blocks (RFC 9172 §5.1)."""
         for block in bundle.blocks:
             if block.number in self.plaintext:
                 block.data = self.plaintext[block.number]
@@ -183,7 +183,7 @@ def accept(bundle: Bundle, keys: KeyLookup) -> Accepted:
     security = [block for block in bundle.blocks if block.block_type in _SECURITY_TYPES]
     if not security:
         return accepted
-    primary = bundle.primary.encode()
+    primary = canonical_primary(bundle.primary)
     bcb_targets: dict[int, set[int]] = {}  # target -> the targets of the BCB that encrypted it
     for block in security:
         if block.block_type == _BCB:
@@ -206,17 +206,19 @@ def _decrypt(
     what = f"BCB (block {bcb.number})"
     asb = _parse(bcb, bcb.data, aes_gcm.CONTEXT_ID, what)
     if bcb.flags & _DISCARD:
-        _broken(what, "is marked 'discard if unprocessable' (RFC 9172 3.8)")
+        _broken(what, "is marked 'discard if unprocessable' (RFC 9172 §3.8)")
     for number in asb.targets:
         target = blocks.get(number)
+        if number == PRIMARY_BLOCK:
+            _broken(what, "targets the primary block (RFC 9172 §3.8)")
         if target is None:
-            _broken(what, f"targets block {number}, which is not in the bundle")
+            _broken(what, f"targets block {number}, which is not in the bundle (RFC 9172 §3.6)")
         if target.block_type == _BCB:
-            _broken(what, f"targets BCB {number} (RFC 9172 3.8)")
+            _broken(what, f"targets BCB {number} (RFC 9172 §3.8)")
         if number in accepted.plaintext:
-            _broken(what, f"targets block {number}, which another BCB encrypts (RFC 9172 3.2)")
+            _broken(what, f"targets block {number}, which another BCB encrypts (RFC 9172 §3.2)")
         if target.block_type == _PAYLOAD and not bcb.flags & _REPLICATE:
-            _broken(what, "targets the payload but is not replicated in fragments (RFC 9172 3.8)")
+            _broken(what, "targets the payload but is not replicated in fragments (RFC 9172 §3.8)")
     parameters = BcbParameters.from_asb(asb.parameters, what)
     content_key = parameters.content_key(_key(keys, _BCB, asb.source, what), what)
     header = block_header(_BCB, bcb.number, bcb.flags)
@@ -241,15 +243,20 @@ def _verify(
     what = f"BIB (block {bib.number})"
     asb = _parse(bib, accepted.plaintext.get(bib.number, bib.data), hmac_sha2.CONTEXT_ID, what)
     if encrypted_with is not None and not encrypted_with & set(asb.targets):
-        _broken(what, "is encrypted by a BCB it shares no target with (RFC 9172 3.8)")
+        _broken(what, "is encrypted by a BCB it shares no target with (RFC 9172 §3.8)")
     for number in asb.targets:
         target = blocks.get(number)
         if number != PRIMARY_BLOCK and target is None:
-            _broken(what, f"targets block {number}, which is not in the bundle")
+            _broken(what, f"targets block {number}, which is not in the bundle (RFC 9172 §3.6)")
         if target is not None and target.block_type in _SECURITY_TYPES:
-            _broken(what, f"targets security block {number} (RFC 9172 3.7)")
+            _broken(what, f"targets security block {number} (RFC 9172 §3.7)")
+        if number in accepted.plaintext and number not in (encrypted_with or ()):
+            _broken(
+                what,
+                f"signs block {number}, which a BCB encrypts without this BIB (RFC 9172 §3.9)",
+            )
         if number in accepted.verified:
-            _broken(what, f"targets block {number}, which another BIB signs (RFC 9172 3.2)")
+            _broken(what, f"targets block {number}, which another BIB signs (RFC 9172 §3.2)")
     parameters = BibParameters.from_asb(asb.parameters, what)
     hmac_key = parameters.hmac_key(_key(keys, _BIB, asb.source, what), what)
     header = block_header(_BIB, bib.number, bib.flags)
@@ -294,7 +301,7 @@ def _blocks_by_number(bundle: Bundle) -> dict[int, CanonicalBlock]:
 def _new_targets(bundle: Bundle, targets: Iterable[int]) -> list[int]:
     targets = list(targets)
     if bundle.primary.is_fragment:
-        raise ValueError("security blocks must not be added to a fragment (RFC 9172 5.2)")
+        raise ValueError("security blocks must not be added to a fragment (RFC 9172 §5.2)")
     if not targets or len(set(targets)) != len(targets):
         raise ValueError(f"security targets must be distinct and at least one: {targets}")
     numbers = {block.number for block in bundle.blocks}
@@ -341,20 +348,20 @@ def _check_new_bcb(
     bundle: Bundle, targets: list[int], blocks: dict[int, CanonicalBlock], flags: int
 ) -> None:
     if flags & _DISCARD:
-        raise ValueError("a BCB must not be marked 'discard if unprocessable' (RFC 9172 3.8)")
+        raise ValueError("a BCB must not be marked 'discard if unprocessable' (RFC 9172 §3.8)")
     covered = _covered_targets(bundle, blocks)
     target_set = set(targets)
     for number in targets:
         if number == PRIMARY_BLOCK:
-            raise ValueError("a BCB must not target the primary block (RFC 9172 3.8)")
+            raise ValueError("a BCB must not target the primary block (RFC 9172 §3.8)")
         target = blocks[number]
         if target.block_type == _BCB:
-            raise ValueError(f"a BCB must not target BCB {number} (RFC 9172 3.8)")
+            raise ValueError(f"a BCB must not target BCB {number} (RFC 9172 §3.8)")
         if number in covered[_BCB]:
-            raise ValueError(f"block {number} is encrypted already (RFC 9172 3.2)")
+            raise ValueError(f"block {number} is encrypted already (RFC 9172 §3.2)")
         if target.block_type == _PAYLOAD and not flags & _REPLICATE:
             raise ValueError(
-                "a BCB over the payload must be replicated in fragments (RFC 9172 3.8)"
+                "a BCB over the payload must be replicated in fragments (RFC 9172 §3.8)"
             )
     bib_targets: dict[int, set[int]] = {}
     for target, bib in covered[_BIB].items():
@@ -363,16 +370,17 @@ def _check_new_bcb(
         shared = signed & target_set
         if bib in target_set and not shared:
             raise ValueError(
-                f"a BCB may target BIB {bib} only with one of its targets (RFC 9172 3.8)"
+                f"a BCB may target BIB {bib} only with one of its targets (RFC 9172 §3.8)"
             )
         if shared and bib not in target_set:
             raise ValueError(
-                f"blocks {sorted(shared)} carry BIB {bib}: encrypt the BIB with them (RFC 9172 3.9)"
+                f"blocks {sorted(shared)} carry BIB {bib}: "
+                "encrypt the BIB with them (RFC 9172 §3.9)"
             )
         if shared and shared != signed:
             raise ValueError(
                 f"BIB {bib} also signs blocks {sorted(signed - shared)}, which this "
-                "BCB leaves in the clear: RFC 9172 3.9 would split the BIB, which "
+                "BCB leaves in the clear: RFC 9172 §3.9 would split the BIB, which "
                 "this node does not do; encrypt them all, or none"
             )
 
