@@ -29,9 +29,9 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="the target (see --list)")
     parser.add_argument("--list", action="store_true", help="list the targets")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--time", type=int, metavar="S", help="stop after S seconds")
-    budget.add_argument("--runs", type=int, metavar="N", help="stop after N inputs")
+    parser.add_argument("--time", type=int, metavar="S", help="stop after S seconds")
+    parser.add_argument("--runs", type=int, metavar="N",
+                        help="stop after N inputs (with --time: whichever comes first)")
     parser.add_argument("--max-len", type=int, default=None, metavar="B",
                         help="largest input (default: the largest seed, at least 4096 bytes)")
     parser.add_argument("--rss-limit-mb", type=int, default=RSS_LIMIT_MB,
@@ -90,7 +90,7 @@ def main() -> int:
                                  errors="replace")
         for line in child.stderr:
             log.write(line)
-            if not line.startswith("#") or "NEW" not in line:  # progress lines stay in the log
+            if not line.startswith("#"):  # progress lines stay in the log
                 sys.stderr.write(line)
         code = child.wait()
     stats = {key: int(value) for key, value in _STAT.findall(log_path.read_text())}
