@@ -49,7 +49,8 @@ def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
                                 stdout=subprocess.PIPE, text=True)
         send = subprocess.run([sys.executable, "-m", "dtn.cli", "send", "--socket",
                                net.socket("mars", "mars.sock"), "--to", "ipn:1.1",
-                               "--lifetime", "1e6", str(payload)], capture_output=True, text=True, timeout=240)
+                               "--lifetime", "1e6", str(payload)],
+                              capture_output=True, text=True, timeout=240)
         assert send.returncode == 0, send.stderr
         assert recv.wait(240) == 0
         bundle_id, size, target = recv.stdout.read().split()

@@ -17,6 +17,7 @@ between leaves a file no live row names, removed when the store is next opened.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -29,6 +30,12 @@ _COLUMNS = (
     "id, key, state, next_hop, priority, created, expires, received, size, custodian, "
     "retransmit_at, data, file"
 )
+_COLUMN_NAMES = tuple(_COLUMNS.split(", "))
+_REAL = (float, int)  # SQLite hands back a REAL column's whole values as int when stored so
+_OPTIONAL_TEXT = (str, type(None))
+_COLUMN_TYPES = ((int,), (str,), (int,), _OPTIONAL_TEXT, (int,), _REAL, _REAL, _REAL, (int,),
+                 _OPTIONAL_TEXT, (*_REAL, type(None)), (bytes, type(None)), _OPTIONAL_TEXT)
+_STATES = {int(state): state for state in State}
 _LIVE = f"state IN ({', '.join(str(int(s)) for s in LIVE_STATES)})"
 _INSERT = (
     "INSERT INTO bundles (id, key, state, next_hop, priority, created, expires, received, size, "
@@ -36,6 +43,7 @@ _INSERT = (
 )
 _SYNCHRONOUS = ("FULL", "NORMAL")
 _CACHE_KIB = 16 * 1024  # SQLite page cache bound, whatever the number stored
+_PAYLOAD_FILE = re.compile(r"[0-9]+\.payload")  # what _adopt names a row's payload file
 _SPOOL_SUFFIX = ".part"  # a payload file being written, not yet any row's
 
 
@@ -105,9 +113,21 @@ class StoredBundle:
 
     @classmethod
     def from_row(cls, row: tuple, payload_dir: Path) -> StoredBundle:
+        """The record of a row; StoreError when a value is not what the schema declares (SQLite
+        keeps whatever a damaged or hand-edited file holds)."""
+        for name, value, kinds in zip(_COLUMN_NAMES, row, _COLUMN_TYPES, strict=True):
+            if not isinstance(value, kinds):
+                raise StoreError(f"bundle row {row[0]!r}: column {name} holds {value!r}, "
+                                 f"not {' or '.join(kind.__name__ for kind in kinds)}")
+        state = _STATES.get(row[2])
+        if state is None:
+            raise StoreError(f"bundle row {row[0]}: column state holds {row[2]}, not one of "
+                             f"{', '.join(f'{s.value} ({s.name})' for s in State)}")
         name = row[12]
+        if name is not None and not _PAYLOAD_FILE.fullmatch(name):  # never a path elsewhere
+            raise StoreError(f"bundle row {row[0]}: column file holds {name!r}, not a payload file")
         file = None if name is None else payload_dir / name
-        return cls(row[0], row[1], State(row[2]), *row[3:12], file)
+        return cls(row[0], row[1], state, *row[3:12], file)
 
 
 class BundleStore:
@@ -133,7 +153,7 @@ class BundleStore:
             top = self._db.execute("SELECT MAX(id) FROM bundles").fetchone()[0] or 0
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
-        self._next_id = max(top + 1, int(self.get_meta("next_id", 1)))
+        self._next_id = max(top + 1, self._meta_count("next_id", 1))
         self._in_transaction = False
         self._remove_orphan_files()
 
@@ -141,12 +161,21 @@ class BundleStore:
         """(live bundles, their bytes): saved at each commit; counted on a store without them."""
         saved = self.get_meta("live_totals")
         if saved is not None:
-            count, size = str(saved).split()
-            return int(count), int(size)
+            counts = saved.split() if isinstance(saved, str) else ()
+            if len(counts) != 2 or not all(c.isascii() and c.isdigit() for c in counts):
+                raise StoreError(f"{self.path}: meta value live_totals is {saved!r}, not "
+                                 "'<bundles> <bytes>'")
+            return int(counts[0]), int(counts[1])
         count, size = self._db.execute(
             f"SELECT COUNT(*), TOTAL(size) FROM bundles WHERE {_LIVE}"
         ).fetchone()
         return count, int(size)
+
+    def _meta_count(self, name: str, default: int) -> int:
+        value = self.get_meta(name, default)
+        if value.__class__ is not int or value < 0:
+            raise StoreError(f"{self.path}: meta value {name} is {value!r}, not a count")
+        return value
 
     # --- transactions -----------------------------------------------------------------------
 
