@@ -154,3 +154,17 @@ def test_6_1_no_report_to_the_null_endpoint(tmp_path):
                   "b", T0)
     assert _reports([a for a in agent.next_actions() if isinstance(a, Deliver)]) == []
     assert agent.counters["status_reports"] == 0
+
+
+def test_5_12_admin_record_for_this_node_is_consumed_not_delivered(tmp_path):
+    net = pair(tmp_path)
+    subject = net.nodes["a"].agent.submit(
+        b"ack me", "ipn:2.1", net.now, report_to="ipn:1.0", flags=BundleFlags.REPORT_DELIVERY
+    )
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    a = net.nodes["a"]
+    assert a.delivered == []
+    (event,) = [e for e in a.events if e.name == "status_report"]
+    assert event.bundle_id.source == subject.source
+    assert event.bundle_id.creation_time == subject.creation_time
