@@ -1,0 +1,170 @@
+"""RFC 9171 section 5 (bundle processing) and the section 6.1 status reports it triggers, one
+test per row of the section 5 table in docs/conformance.md, through the agent on virtual time."""
+
+from __future__ import annotations
+
+from test_agent import lone_agent
+from test_agent_harness import T0, chain, pair
+
+from dtn.agent import Deliver
+from dtn.bundle import (
+    BlockType,
+    Bundle,
+    BundleFlags,
+    decode_hop_count,
+    decode_previous_node,
+    decode_status_report,
+)
+from dtn.bundle.admin import DELETED, DELIVERED, RECEIVED
+from dtn.clock import dtn_time_ms
+
+
+def _sent(net, src: str, dst: str) -> list[Bundle]:
+    return [Bundle.decode(data) for _, s, d, data in net.sent if (s, d) == (src, dst)]
+
+
+def _reports(deliveries: list[Deliver]) -> list:
+    return [decode_status_report(d.payload) for d in deliveries if d.is_admin_record]
+
+
+def _asserted(report) -> list[int]:
+    return [i for i, at in enumerate(report.assertions) if at is not None]
+
+
+def _incoming(payload: bytes = b"x", flags: int = 0, **fields) -> Bundle:
+    return Bundle.create(
+        "ipn:2.1", "ipn:1.1", payload, creation_time=dtn_time_ms(T0), flags=flags, **fields
+    )
+
+
+def test_5_2_transmission_reaches_the_destination(tmp_path):
+    net = pair(tmp_path)
+    bundle_id = net.nodes["a"].agent.submit(b"hello", "ipn:2.1", net.now)
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    assert [(d.bundle_id, d.payload) for d in net.nodes["b"].delivered] == [(bundle_id, b"hello")]
+
+
+def test_5_4_forwarding_increments_hop_count(tmp_path):
+    net = chain(tmp_path)
+    net.nodes["a"].agent.submit(b"hop", "ipn:3.1", net.now, hop_limit=5)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 10)
+    counts = [
+        decode_hop_count(b.block_of_type(BlockType.HOP_COUNT).data).count
+        for b in _sent(net, "a", "b") + _sent(net, "b", "c")
+    ]
+    assert counts == [1, 2]
+
+
+def test_5_4_forwarding_replaces_previous_node(tmp_path):
+    net = chain(tmp_path)
+    net.nodes["a"].agent.submit(b"prev", "ipn:3.1", net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 10)
+    ((to_b,), (to_c,)) = _sent(net, "a", "b"), _sent(net, "b", "c")
+    previous = [
+        str(decode_previous_node(b.block_of_type(BlockType.PREVIOUS_NODE).data))
+        for b in (to_b, to_c)
+    ]
+    assert previous == ["ipn:1.0", "ipn:2.0"]
+    assert len([b for b in to_c.blocks if b.block_type == BlockType.PREVIOUS_NODE]) == 1
+
+
+def test_5_6_reception_crc_failure_deletes(tmp_path):
+    agent = lone_agent(tmp_path)
+    data = bytearray(_incoming(b"payload bytes").encode())
+    data[data.index(b"payload bytes")] ^= 0x01
+    agent.receive(bytes(data), "b", T0)
+    (event,) = agent.next_actions()
+    assert event.name == "malformed" and "CRC" in event.detail
+    assert agent.store.bundle_count == 0
+
+
+def test_5_6_reception_intact_bundle_is_kept(tmp_path):
+    agent = lone_agent(tmp_path)
+    agent.receive(_incoming(b"payload bytes").encode(), "b", T0)
+    assert [type(a) for a in agent.next_actions()] == [Deliver]
+    assert agent.store.bundle_count == 1
+
+
+def test_5_6_reception_report_only_when_requested(tmp_path):
+    (tmp_path / "asked").mkdir()
+    (tmp_path / "silent").mkdir()
+    asked = lone_agent(tmp_path / "asked")
+    asked.receive(_incoming(flags=BundleFlags.REPORT_RECEPTION, report_to="ipn:1.9").encode(),
+                  "b", T0)
+    reports = _reports([a for a in asked.next_actions() if isinstance(a, Deliver)])
+    assert [_asserted(r) for r in reports] == [[RECEIVED]]
+    silent = lone_agent(tmp_path / "silent")
+    silent.receive(_incoming(report_to="ipn:1.9").encode(), "b", T0)
+    assert _reports([a for a in silent.next_actions() if isinstance(a, Deliver)]) == []
+
+
+def test_5_7_local_delivery_once_with_report(tmp_path):
+    net = pair(tmp_path)
+    net.nodes["a"].agent.submit(
+        b"deliver me", "ipn:2.1", net.now, report_to="ipn:1.9", flags=BundleFlags.REPORT_DELIVERY
+    )
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    assert [d.payload for d in net.nodes["b"].delivered] == [b"deliver me"]
+    assert [_asserted(r) for r in _reports(net.nodes["a"].delivered)] == [[DELIVERED]]
+
+
+def test_5_7_no_delivery_report_unless_requested(tmp_path):
+    net = pair(tmp_path)
+    net.nodes["a"].agent.submit(b"quiet", "ipn:2.1", net.now, report_to="ipn:1.9")
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    assert [d.payload for d in net.nodes["b"].delivered] == [b"quiet"]
+    assert _reports(net.nodes["a"].delivered) == []
+
+
+def test_5_10_deletion_discards_with_report_when_requested(tmp_path):
+    agent = lone_agent(tmp_path)
+    doomed = Bundle.create(
+        "ipn:2.1", "ipn:1.1", b"late", creation_time=dtn_time_ms(T0 - 100), lifetime=50_000,
+        flags=BundleFlags.REPORT_DELETION, report_to="ipn:1.9",
+    )
+    agent.receive(doomed.encode(), "b", T0)
+    actions = agent.next_actions()
+    assert [a.name for a in actions if not isinstance(a, Deliver)] == ["refused"]
+    (report,) = _reports([a for a in actions if isinstance(a, Deliver)])
+    assert _asserted(report) == [DELETED] and report.reason == 1  # lifetime expired
+    assert agent.store.bundle_count == 1  # the report only; the bundle is gone
+
+
+def test_5_10_deletion_without_report_flag_is_silent(tmp_path):
+    agent = lone_agent(tmp_path)
+    doomed = Bundle.create(
+        "ipn:2.1", "ipn:1.1", b"late", creation_time=dtn_time_ms(T0 - 100), lifetime=50_000,
+        report_to="ipn:1.9",
+    )
+    agent.receive(doomed.encode(), "b", T0)
+    assert [a.name for a in agent.next_actions()] == ["refused"]
+    assert agent.store.bundle_count == 0
+
+
+def test_6_1_no_report_to_the_null_endpoint(tmp_path):
+    agent = lone_agent(tmp_path)
+    agent.receive(_incoming(flags=BundleFlags.REPORT_RECEPTION, report_to="dtn:none").encode(),
+                  "b", T0)
+    assert _reports([a for a in agent.next_actions() if isinstance(a, Deliver)]) == []
+    assert agent.counters["status_reports"] == 0
+
+
+def test_5_12_admin_record_for_this_node_is_consumed_not_delivered(tmp_path):
+    net = pair(tmp_path)
+    subject = net.nodes["a"].agent.submit(
+        b"ack me", "ipn:2.1", net.now, report_to="ipn:1.0", flags=BundleFlags.REPORT_DELIVERY
+    )
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    a = net.nodes["a"]
+    assert a.delivered == []
+    (event,) = [e for e in a.events if e.name == "status_report"]
+    assert event.bundle_id.source == subject.source
+    assert event.bundle_id.creation_time == subject.creation_time
