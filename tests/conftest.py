@@ -23,6 +23,19 @@ def vectors():
     return load_vectors
 
 
+@pytest.fixture(params=["c", "python"])
+def decode_path(request, monkeypatch):
+    """Runs a test on the bundle decoder's C scanner (bundle/_scan.c) and on the pure-Python
+    walk alone."""
+    from dtn.bundle import decoder
+
+    if request.param == "python":
+        monkeypatch.setattr(decoder, "_scan", None)
+    elif decoder._scan is None:
+        pytest.skip("the C scanner is not built here")
+    return request.param
+
+
 @pytest.fixture(params=["c", "python"], scope="module")
 def fast_path(request):
     """Runs a module's tests on the payload pipeline's C fast path (payload/_fastpath.c) and

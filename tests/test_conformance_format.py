@@ -8,7 +8,7 @@ import zlib
 import pytest
 from conftest import load_vectors
 
-from dtn.bundle import Bundle, BundleError, decode_hop_count, decoder
+from dtn.bundle import Bundle, BundleError, decode_hop_count
 from dtn.bundle.admin import StatusReport
 from dtn.bundle.blocks import BlockType, crc_field, crc_value
 from dtn.bundle.cbor import byte_string, head, text_string, uint
@@ -18,13 +18,7 @@ INVALID = load_vectors("bpv7_invalid.json")
 MUST = [v for v in INVALID["vectors"] if v["strictness"] == "must"]
 
 
-@pytest.fixture(autouse=True, params=["c", "python"])
-def decode_path(request, monkeypatch):
-    if request.param == "python":
-        monkeypatch.setattr(decoder, "_scan", None)
-    elif decoder._scan is None:
-        pytest.skip("the C scanner is not built here")
-    return request.param
+pytestmark = pytest.mark.usefixtures("decode_path")  # every test on both decode paths
 
 
 # --- hand-made CBOR: every field an encoded item, so one can be broken at a time ---------------

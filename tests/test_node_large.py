@@ -3,32 +3,14 @@ reassembled into a file at the destination and arrives byte-identical, through t
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from dtn.client import Client
-from dtn.scenario.pair import earth_mars, start
+from dtn.scenario.pair import earth_mars, file_sha256, start, write_science_file
 
 SIZE = 200 << 20
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
-def _write_science_file(path: Path, size: int) -> None:
-    """Half incompressible, half telemetry-like, written 1 MiB at a time."""
-    with open(path, "wb") as f:
-        for i in range(size >> 20):
-            f.write(hashlib.sha256(bytes([i % 256])).digest() * 32768 if i % 2 else
-                    os.urandom(1 << 20))
 
 
 def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
@@ -39,7 +21,7 @@ def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
         agent='large_adu = "8MiB"\nfragment_size = "1MiB"',
     )
     payload = tmp_path / "science.bin"
-    _write_science_file(payload, SIZE)
+    expected = write_science_file(payload, SIZE >> 20)
     with net:
         start(net, earth, mars, emulator)
         out = tmp_path / "inbox"
@@ -59,7 +41,7 @@ def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
         with Client(net.socket("earth", "earth.sock")) as client:
             received = client.status()
     assert bundle_id == send.stdout.strip() and int(size) == SIZE
-    assert _sha256(Path(target)) == _sha256(payload)
+    assert file_sha256(Path(target)) == expected
     assert sent["agent"]["submitted"] >= (SIZE // 2) >> 20  # the random half: 1 MiB fragments
     assert received["agent"]["reassembled"] == 1
     payloads = tmp_path / "earth" / "earth.db.payloads"

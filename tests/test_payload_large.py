@@ -17,9 +17,8 @@ DATA = TELEMETRY * 40 + os.urandom(300_000)  # compressible, then not: ~1.7 MB
 
 
 def seal(earth, tmp_path, data: bytes, piece: int = 65_536):
-    sealer = FileSealer(
-        earth, tmp_path / "spool", len(data), "ipn:1.1", "ipn:2.1", creation_time=800_000_000_000
-    )
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", b"", creation_time=800_000_000_000)
+    sealer = FileSealer(earth, tmp_path / "spool", len(data), bundle)
     for start in range(0, len(data), piece):
         sealer.write(data[start : start + piece])
     return sealer.finish()
@@ -125,7 +124,8 @@ def test_a_sign_only_rule_is_refused_for_large_data(tmp_path):
 
 def test_the_sealer_holds_the_announced_size(tmp_path):
     earth, _ = pair(None)
-    sealer = FileSealer(earth, tmp_path / "spool", 10, "ipn:1.1", "ipn:2.1", creation_time=1)
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", b"", creation_time=1)
+    sealer = FileSealer(earth, tmp_path / "spool", 10, bundle)
     with pytest.raises(ValueError, match="more than the 10 bytes"):
         sealer.write(bytes(11))
     sealer.abort()

@@ -11,7 +11,7 @@ same bundle and be a fixed point."""
 import pytest
 from conftest import load_vectors
 
-from dtn.bundle import Bundle, decoder
+from dtn.bundle import Bundle
 
 NOT_DETERMINISTIC = {"canonical_block_indefinite_length_array"}
 
@@ -37,12 +37,7 @@ LENIENT = [
 CASES = [(name, wire, False) for name, wire in STRICT] + [(n, w, True) for n, w in LENIENT]
 
 
-@pytest.fixture(autouse=True, params=["c", "python"])
-def decode_path(request, monkeypatch):
-    if request.param == "python":
-        monkeypatch.setattr(decoder, "_scan", None)
-    elif decoder._scan is None:
-        pytest.skip("the C scanner is not built here")
+pytestmark = pytest.mark.usefixtures("decode_path")
 
 
 def test_every_vector_is_covered():

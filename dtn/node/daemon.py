@@ -450,7 +450,7 @@ class Node:
             )
         spool = self.store.spool_path()
         with self._submission(destination):
-            sealer = FileSealer(self.pipeline, spool, size, **fields)
+            sealer = FileSealer(self.pipeline, spool, size, Bundle.create(payload=b"", **fields))
         try:
             async for chunk in chunks:
                 sealer.write(chunk)

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 
-from dtn.bundle import EID, BlockFlags, BlockType, Bundle, CanonicalBlock, CRCType
-from dtn.bundle.bundle import DEFAULT_LIFETIME
+from dtn.bundle import BlockFlags, BlockType, Bundle, CanonicalBlock
 from dtn.security import AbstractSecurityBlock, Accepted, SecurityError, accept
 from dtn.security.aes_gcm import (
     CONTEXT_ID,
@@ -61,36 +60,14 @@ class SealedFile(NamedTuple):
 
 
 class FileSealer:
-    """PayloadPipeline.send for `size` bytes of data that come piece by piece: write() each
-    piece, then finish(). The sealed payload goes to `path`; abort() removes it."""
+    """PayloadPipeline.seal for `size` bytes of data that come piece by piece: write() each
+    piece, then finish(). `bundle` is the unsealed bundle (Bundle.create with an empty
+    payload), whose blocks finish() completes. The sealed payload goes to `path`; abort()
+    removes it."""
 
-    def __init__(
-        self,
-        pipeline: PayloadPipeline,
-        path: Path,
-        size: int,
-        source: EID | str,
-        destination: EID | str,
-        *,
-        creation_time: int,
-        sequence: int = 0,
-        lifetime: int = DEFAULT_LIFETIME,
-        report_to: EID | str | None = None,
-        flags: int = 0,
-        crc_type: int = CRCType.CRC32C,
-    ) -> None:
-        bundle = Bundle.create(
-            source,
-            destination,
-            b"",
-            creation_time=creation_time,
-            sequence=sequence,
-            lifetime=lifetime,
-            report_to=report_to,
-            flags=flags,
-            crc_type=crc_type,
-        )
+    def __init__(self, pipeline: PayloadPipeline, path: Path, size: int, bundle: Bundle) -> None:
         primary = bundle.primary
+        crc_type = bundle.payload_block.crc_type
         protection = pipeline.protection_for(primary.destination)
         if protection is not None and protection.bcb is None:
             raise PayloadRejected(

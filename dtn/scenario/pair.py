@@ -6,6 +6,8 @@ asked for (a short light time lets custody timers run out within a test)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from dtn.scenario.processes import Network, free_udp_ports, private_copy
@@ -80,6 +82,27 @@ ber = {ber}
 loss = {loss}
 """)
     return Network(folder), earth, mars, emulator
+
+
+def write_science_file(path: Path, mib: int) -> str:
+    """A test dataset of `mib` MiB written 1 MiB at a time (even MiBs random, odd ones
+    repetitive, so half of it compresses); its SHA-256 in hex."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(mib):
+            piece = hashlib.sha256(bytes([i % 256])).digest() * 32768 if i % 2 else os.urandom(
+                1 << 20)
+            digest.update(piece)
+            f.write(piece)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def start(net: Network, earth: Path, mars: Path, emulator: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 from dtn.client import AsyncClient
-from dtn.scenario.pair import earth_mars, start
+from dtn.scenario.pair import earth_mars, file_sha256, start, write_science_file
 
 PARSE = {"6 Mbit/s": 6e6, "267 Mbit/s": 267e6}
 
@@ -114,26 +113,6 @@ def goodput(seconds: float) -> None:
                   f"= {achieved / rate_bps:.2f} of the link rate ({got / 1e6:.1f} MB)")
 
 
-def _science_file(path: Path, mib: int) -> str:
-    """Write the file 1 MiB at a time (odd MiBs repetitive, even ones random); its SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        for i in range(mib):
-            piece = hashlib.sha256(bytes([i % 256])).digest() * 32768 if i % 2 else os.urandom(
-                1 << 20)
-            digest.update(piece)
-            f.write(piece)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -158,7 +137,7 @@ def large_file(mib: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         payload = folder / "science.bin"
-        expected = _science_file(payload, mib)
+        expected = write_science_file(payload, mib)
         net, earth, mars, emulator = earth_mars(folder, light_time="20ms", rate="267 Mbit/s",
                                                 ber=1e-5, loss=0.01, scale=1,
                                                 log_level="warning")
@@ -177,7 +156,7 @@ def large_file(mib: int) -> None:
             peaks = {name: _peak_rss_mib(process.popen.pid)
                      for name, process in net.processes.items()}
         target = Path(line.split()[2]) if recv_status == 0 else None
-        intact = target is not None and _sha256(target) == expected
+        intact = target is not None and file_sha256(target) == expected
     print(f"large file, {mib:,} MiB: accepted by Mars in {accepted:.1f} s, delivered on Earth "
           f"in {wall:.1f} s ({mib / wall:.1f} MiB/s), {'intact' if intact else 'NOT INTACT'} "
           f"(send exit {send_status}, recv exit {recv_status})")
