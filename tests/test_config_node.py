@@ -170,6 +170,16 @@ def test_router_links_carry_rate_light_time_custody_and_fragment_size(tmp_path):
     assert router.next_hop(EID.parse("ipn:1.1"), 1000) == "earth"
 
 
+def test_bundles_above_a_few_frames_are_fragmented_for_udp_rs_unless_turned_off(tmp_path):
+    default = load_node_config(write(tmp_path, MINIMAL)).router(0).link("earth", 0)
+    # 8192-byte frames of depth 4: 7136 content bytes, less the frame's and a record's headers
+    assert default.fragment_above == 4 * (7136 - 8 - 18)
+    (tmp_path / "off").mkdir()
+    text = MINIMAL + "[fec]\nframe_size = 2048\nbundle_frames = 0\n"
+    off = load_node_config(write(tmp_path / "off", text)).router(0).link("earth", 0)
+    assert off.fragment_above is None
+
+
 def test_auto_light_time_follows_the_ephemeris_at_the_reference_date(tmp_path):
     date = dt.datetime(2021, 10, 8, tzinfo=dt.UTC).timestamp()
     text = MINIMAL.replace(

@@ -154,3 +154,21 @@ def test_a_large_adu_is_reassembled_into_a_file_that_outlives_a_crash(tmp_path):
     assert not offer.payload_file.exists()
     assert list(c.agent.store.payload_dir.iterdir()) == []
     assert c.agent.store.bundle_count == 0
+
+
+def test_fragment_above_is_a_preference_a_must_not_fragment_bundle_ignores(tmp_path):
+    net = chain(tmp_path, owlt=60.0, config=AgentConfig(custody_margin=10.0))
+    net.nodes["b"].router.links["c"] = Link("c", owlt=60.0, fragment_above=700)
+    a, c = net.nodes["a"], net.nodes["c"]
+    cut = bytes(range(256)) * 20
+    whole = bytes(reversed(range(256))) * 20
+    a.agent.submit(cut, DESTINATION, net.now)
+    a.agent.submit(whole, DESTINATION, net.now, flags=BundleFlags.MUST_NOT_FRAGMENT)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    to_c = [Bundle.decode(data) for _, src, dst, data in net.sent if (src, dst) == ("b", "c")]
+    fragments = [b for b in to_c if b.primary.is_fragment]
+    assert fragments and all(len(b.encode()) <= 700 for b in fragments)
+    assert [len(b.payload) for b in to_c if not b.primary.is_fragment] == [len(whole)]
+    assert sorted(d.payload for d in c.delivered) == sorted([cut, whole])

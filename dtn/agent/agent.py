@@ -643,8 +643,9 @@ class Agent:
             return
         custody = link.custody and not bundle.is_admin_record and row.custodian != NO_CUSTODY
         data = self._for_next_hop(bundle, row, now, row.id if custody else None)
-        if link.max_bundle_size is not None and len(data) > link.max_bundle_size:
-            self._fragment_queued(row, bundle, link, len(data), now)
+        limit = _size_limit(link, bundle)
+        if limit is not None and len(data) > limit:
+            self._fragment_queued(row, bundle, link, limit, len(data), now)
             return
         if custody:
             retransmit_at = clock.read(now) + 2 * link.owlt + self.config.custody_margin
@@ -692,23 +693,24 @@ class Agent:
         return bundle.encode()
 
     def _fragment_queued(
-        self, row: StoredBundle, bundle: Bundle, link: Link, sent_size: int, now: float
+        self, row: StoredBundle, bundle: Bundle, link: Link, limit: int, sent_size: int,
+        now: float,
     ) -> None:
-        """Replace a queued bundle too large for its link by fragments that fit (RFC 9171 5.8:
-        proactive fragmentation). The fragments are queued in its place. `sent_size` is what
-        the whole bundle would take with this hop's blocks; each fragment gets those too."""
+        """Replace a queued bundle above its link's `limit` by fragments that fit (RFC 9171
+        5.8: proactive fragmentation). The fragments are queued in its place. `sent_size` is
+        what the whole bundle would take with this hop's blocks; each fragment gets those too."""
         stored = Bundle.decode(row.data)
         stored.blocks = [b for b in stored.blocks if b.block_type not in _PER_HOP_BLOCKS]
         hop_overhead = sent_size - len(stored.encode())
         try:
-            pieces = fragment(stored, link.max_bundle_size - hop_overhead - _FRAGMENT_SLACK)
+            pieces = fragment(stored, limit - hop_overhead - _FRAGMENT_SLACK)
         except FragmentError as exc:
             self.store.finish(row.id, State.PENDING)
             self._drop(
                 stored,
                 None,
                 ReasonCode.NO_KNOWN_ROUTE,
-                f"{exc} to fit {link.neighbour}'s {link.max_bundle_size} bytes",
+                f"{exc} to fit {link.neighbour}'s {limit} bytes",
                 now,
             )
             return
@@ -887,3 +889,12 @@ def _reason_name(reason: int) -> str:
         return CustodyReason(reason).name
     except ValueError:
         return f"reason {reason}"
+
+
+def _size_limit(link: Link, bundle: Bundle) -> int | None:
+    """The size above which `bundle` is fragmented before it goes on `link`: the link's hard
+    limit, or its preferred size if the bundle may be fragmented."""
+    hard, preferred = link.max_bundle_size, link.fragment_above
+    if preferred is None or bundle.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        return hard
+    return preferred if hard is None else min(hard, preferred)

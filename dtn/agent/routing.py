@@ -22,6 +22,10 @@ class Link:
     owlt: float = 0.0  # one-way light time, seconds
     rate_bps: float | None = None  # None: not paced by the agent
     max_bundle_size: int | None = None  # larger bundles are fragmented before they go out
+    # Larger bundles are fragmented when they may be: a preference (one that must not be
+    # fragmented goes whole), e.g. so that one lost datagram costs a retransmission of a few
+    # frames, not of a whole large bundle.
+    fragment_above: int | None = None
     custody: bool = True  # whether the neighbour takes custody (else: forward and forget)
 
 

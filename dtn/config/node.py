@@ -35,6 +35,8 @@ from dtn.config.schema import (
 )
 from dtn.contacts import ContactSchedule
 from dtn.ephemeris import earth_mars_light_time
+from dtn.fec.frame import FrameConfig
+from dtn.fec.pack import frame_room
 from dtn.security import KeyringError, PolicyError
 from dtn.security.keyfile import load_keyring
 from dtn.security.keyring import Keyring
@@ -135,12 +137,22 @@ class FecTable(Table):
     depth: int = 4
     linger: Duration = Duration(0.05)
     reassembly_timeout: Duration = Duration(600.0)
+    # Bundles longer than this many frames are fragmented before they go out (0: never), so a
+    # lost datagram costs a custody retransmission of a few frames, not of a whole bundle.
+    bundle_frames: int = 4
 
     def __post_init__(self) -> None:
         if not 256 <= self.frame_size <= 65_507:
             raise ValueError("frame_size must be 256-65507 bytes")
-        if not 1 <= self.depth <= 255:
-            raise ValueError("depth must be 1-255")
+        FrameConfig(self.frame_size, self.depth)  # its checks: depth one of dtn.fec's
+        if not 0 <= self.bundle_frames <= 65_536:
+            raise ValueError("bundle_frames must be 0-65536")
+
+    def fragment_above(self) -> int | None:
+        """The bundle size above which bundles are fragmented for udp-rs (None: never)."""
+        if not self.bundle_frames:
+            return None
+        return self.bundle_frames * frame_room(FrameConfig(self.frame_size, self.depth))
 
 
 class NeighbourTable(Table):
@@ -280,6 +292,7 @@ class NodeConfig:
                     if neighbour.max_bundle_size is None
                     else int(neighbour.max_bundle_size),
                     custody=neighbour.custody,
+                    fragment_above=self.file.fec.fragment_above(),
                 )
             )
             schedule = self.schedules.get(neighbour.name)

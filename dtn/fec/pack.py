@@ -154,6 +154,11 @@ class FramePacker:
         content[at : at + CRC_LEN] = crc.to_bytes(CRC_LEN, "big")
 
 
+def frame_room(config: FrameConfig) -> int:
+    """Bundle bytes one full version 2 frame carries in a single record."""
+    return config.full_layout().content_len - PACKED_OVERHEAD - RECORD.size
+
+
 def packed_efficiency(config: FrameConfig, bundle_bytes: int | None = None) -> float:
     """Bundle bytes per datagram byte of full version 2 frames: for a stream of bundles of
     `bundle_bytes` each (a record header per bundle and per frame boundary crossed), or with

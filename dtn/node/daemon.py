@@ -35,6 +35,9 @@ from dtn.store.schema import State
 from .logs import log_event
 
 MAX_OUTSTANDING = 256  # deliveries a client holds un-acknowledged before more are offered
+# Payload bytes a client holds un-acknowledged before more are offered: well under the API
+# server's outgoing queue (64 MiB), which disconnects a client it cannot write to.
+MAX_OUTSTANDING_BYTES = 16 << 20
 _LARGE_BATCH = 8 << 20  # bytes of fragments of large data made durable at a time
 # A large ADU opened for the application, in the store's payload directory until acked
 # (not a row's file: a restart removes it, and opens the ADU again when it is offered again).
@@ -83,6 +86,8 @@ class Node:
         self._waiting: dict[str, deque[int]] = defaultdict(deque)
         self._outstanding: dict[int, tuple[Sink, str]] = {}
         self._held: Counter[Sink] = Counter()
+        self._held_bytes: Counter[Sink] = Counter()
+        self._handed_bytes: dict[int, int] = {}  # by delivery id, of those handed over
         self._watchers: dict[str, set[Sink]] = defaultdict(set)
         self._opening: set[asyncio.Future] = set()  # large ADUs being opened for a client
 
@@ -274,7 +279,11 @@ class Node:
     def _offer(self, endpoint: str, delivery_id: int, action: Deliver | None) -> Sink | None:
         """Hand one stored bundle to a registered client with room; the client, or None."""
         sink = next(
-            (s for s in self._registered.get(endpoint, ()) if self._held[s] < MAX_OUTSTANDING),
+            (
+                s
+                for s in self._registered.get(endpoint, ())
+                if self._held[s] < MAX_OUTSTANDING and self._held_bytes[s] < MAX_OUTSTANDING_BYTES
+            ),
             None,
         )
         if sink is None:
@@ -341,6 +350,8 @@ class Node:
         primary = bundle.primary
         created = unix_from_dtn_ms(primary.creation_time) if primary.creation_time else 0.0
         path, size = (None, len(data)) if file is None else (str(file[0]), file[1])
+        self._handed_bytes[delivery_id] = len(data)
+        self._held_bytes[sink] += len(data)
         sink.deliver(
             Delivery(
                 endpoint, delivery_id, str(bundle.id), str(primary.source), data, created, path
@@ -535,6 +546,7 @@ class Node:
             raise ApiError("not_found", f"no delivery {delivery} outstanding on this connection")
         del self._outstanding[delivery]
         self._held[sink] -= 1
+        self._held_bytes[sink] -= self._handed_bytes.pop(delivery, 0)
         # a large ADU's opened file, unless the client took it away
         (self.store.payload_dir / f"{delivery}{DELIVERED_SUFFIX}").unlink(missing_ok=True)
         self.agent.delivered(delivery, self.clock.now())
@@ -554,8 +566,10 @@ class Node:
         for delivery, (holder, endpoint) in list(self._outstanding.items()):
             if holder is sink:
                 del self._outstanding[delivery]
+                self._handed_bytes.pop(delivery, None)
                 back[endpoint].append(delivery)
         self._held.pop(sink, None)
+        self._held_bytes.pop(sink, None)
         for endpoint, deliveries in back.items():
             self._waiting[endpoint].extendleft(reversed(sorted(deliveries)))
             self._pump(endpoint)
