@@ -8,9 +8,13 @@ from test_agent_harness import T0, chain, pair
 
 from dtn.agent import Deliver
 from dtn.bundle import (
+    BlockFlags,
     BlockType,
     Bundle,
     BundleFlags,
+    CanonicalBlock,
+    CRCType,
+    ReasonCode,
     decode_hop_count,
     decode_previous_node,
     decode_status_report,
@@ -73,13 +77,74 @@ def test_5_4_forwarding_replaces_previous_node(tmp_path):
     assert len([b for b in to_c.blocks if b.block_type == BlockType.PREVIOUS_NODE]) == 1
 
 
+def _damaged_payload(flags: int = 0, **fields) -> bytes:
+    """A bundle whose payload block fails its CRC, its primary block intact."""
+    data = bytearray(_incoming(b"payload bytes", flags, **fields).encode())
+    data[data.index(b"payload bytes")] ^= 0x01
+    return bytes(data)
+
+
+def _events_and_reports(agent, data: bytes) -> tuple[list[str], list]:
+    agent.receive(data, "b", T0)
+    actions = agent.next_actions()
+    events = [a.name for a in actions if not isinstance(a, Deliver)]
+    return events, _reports([a for a in actions if isinstance(a, Deliver)])
+
+
 def test_5_6_reception_crc_failure_deletes(tmp_path):
     agent = lone_agent(tmp_path)
-    data = bytearray(_incoming(b"payload bytes").encode())
-    data[data.index(b"payload bytes")] ^= 0x01
-    agent.receive(bytes(data), "b", T0)
+    agent.receive(_damaged_payload(report_to="ipn:1.9"), "b", T0)
     (event,) = agent.next_actions()
     assert event.name == "malformed" and "CRC" in event.detail
+    assert agent.store.bundle_count == 0
+
+
+def test_5_6_step_3_unintelligible_block_deleted_with_report_when_requested(tmp_path):
+    agent = lone_agent(tmp_path)
+    asked = BundleFlags.REPORT_DELETION | BundleFlags.REPORT_RECEPTION
+    events, reports = _events_and_reports(agent, _damaged_payload(asked, report_to="ipn:1.9"))
+    assert events == ["malformed"]
+    # Step 2's reception report comes first, then §5.10's deletion report.
+    assert [(_asserted(r), r.reason) for r in reports] == [
+        ([RECEIVED], ReasonCode.NO_INFORMATION),
+        ([DELETED], ReasonCode.BLOCK_UNINTELLIGIBLE),
+    ]
+    assert {(str(r.source), r.creation_time) for r in reports} == {("ipn:2.1", dtn_time_ms(T0))}
+    assert agent.store.bundle_count == 2  # the two reports; the bundle is gone
+
+
+def test_5_6_step_3_malformed_cbor_after_the_primary_block_is_reported(tmp_path):
+    agent = lone_agent(tmp_path)
+    whole = _incoming(b"cut short", BundleFlags.REPORT_DELETION, report_to="ipn:1.9").encode()
+    events, reports = _events_and_reports(agent, whole[:-5])
+    assert events == ["malformed"]
+    assert [(_asserted(r), r.reason) for r in reports] == [
+        ([DELETED], ReasonCode.BLOCK_UNINTELLIGIBLE)
+    ]
+
+
+def test_5_6_step_3_no_report_unless_the_primary_block_checks(tmp_path):
+    agent = lone_agent(tmp_path)
+    data = bytearray(_incoming(b"x", BundleFlags.REPORT_DELETION, report_to="ipn:1.9").encode())
+    # The report-to EID becomes ipn:1.8, and the primary block's CRC says so.
+    data[data.index(b"\x82\x02\x82\x01\x09") + 4] ^= 0x01
+    events, reports = _events_and_reports(agent, bytes(data))
+    assert events == ["malformed"] and reports == []
+    assert agent.counters["status_reports"] == 0
+
+
+def test_5_6_step_3_no_report_for_a_primary_block_without_crc(tmp_path):
+    agent = lone_agent(tmp_path)
+    unchecked = _incoming(b"payload bytes", BundleFlags.REPORT_DELETION, report_to="ipn:1.9",
+                          crc_type=CRCType.NONE)
+    events, reports = _events_and_reports(agent, unchecked.encode())  # no CRC, no BIB
+    assert events == ["malformed"] and reports == []
+
+
+def test_5_6_step_3_no_report_unless_requested(tmp_path):
+    agent = lone_agent(tmp_path)
+    events, reports = _events_and_reports(agent, _damaged_payload(report_to="ipn:1.9"))
+    assert events == ["malformed"] and reports == []
     assert agent.store.bundle_count == 0
 
 
@@ -101,6 +166,50 @@ def test_5_6_reception_report_only_when_requested(tmp_path):
     silent = lone_agent(tmp_path / "silent")
     silent.receive(_incoming(report_to="ipn:1.9").encode(), "b", T0)
     assert _reports([a for a in silent.next_actions() if isinstance(a, Deliver)]) == []
+
+
+def _with_unsupported_block(block_flags: int, flags: int = 0) -> bytes:
+    bundle = _incoming(b"x", flags, report_to="ipn:1.9")
+    bundle.insert_block(CanonicalBlock(241, 2, b"?", block_flags))
+    return bundle.encode()
+
+
+def test_5_6_step_4_unsupported_block_reports_block_unsupported(tmp_path):
+    agent = lone_agent(tmp_path)
+    events, reports = _events_and_reports(
+        agent, _with_unsupported_block(BlockFlags.REPORT_IF_UNPROCESSABLE)
+    )
+    assert events == []  # kept, and delivered
+    assert [(_asserted(r), r.reason) for r in reports] == [
+        ([RECEIVED], ReasonCode.BLOCK_UNSUPPORTED)
+    ]
+
+
+def test_5_6_step_4_unsupported_block_deletes_for_block_unsupported(tmp_path):
+    agent = lone_agent(tmp_path)
+    events, reports = _events_and_reports(
+        agent,
+        _with_unsupported_block(BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE,
+                                BundleFlags.REPORT_DELETION),
+    )
+    assert events == ["refused"]
+    assert [(_asserted(r), r.reason) for r in reports] == [
+        ([DELETED], ReasonCode.BLOCK_UNSUPPORTED)
+    ]
+
+
+def test_5_6_step_2_reception_report_precedes_deletion(tmp_path):
+    agent = lone_agent(tmp_path)
+    expired = Bundle.create(
+        "ipn:2.1", "ipn:1.1", b"late", creation_time=dtn_time_ms(T0 - 100), lifetime=50_000,
+        flags=BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_DELETION, report_to="ipn:1.9",
+    )
+    events, reports = _events_and_reports(agent, expired.encode())
+    assert events == ["refused"]
+    assert [(_asserted(r), r.reason) for r in reports] == [
+        ([RECEIVED], ReasonCode.NO_INFORMATION),
+        ([DELETED], ReasonCode.LIFETIME_EXPIRED),
+    ]
 
 
 def test_5_7_local_delivery_once_with_report(tmp_path):
