@@ -3,10 +3,13 @@ test per row of the section 5 table in docs/conformance.md, through the agent on
 
 from __future__ import annotations
 
+import pytest
 from test_agent import lone_agent
 from test_agent_harness import T0, chain, pair
+from test_fragment import fragmenting_chain
 
-from dtn.agent import Deliver
+from dtn.agent import Agent, Deliver, FragmentError, fragment
+from dtn.api.protocol import SCHEMA
 from dtn.bundle import (
     BlockFlags,
     BlockType,
@@ -39,6 +42,23 @@ def _incoming(payload: bytes = b"x", flags: int = 0, **fields) -> Bundle:
     return Bundle.create(
         "ipn:2.1", "ipn:1.1", payload, creation_time=dtn_time_ms(T0), flags=flags, **fields
     )
+
+
+def test_5_1_status_reports_can_be_disabled(tmp_path):
+    agent = lone_agent(tmp_path, status_reports=False)
+    every = BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION
+    expired = Bundle.create(
+        "ipn:2.1", "ipn:1.1", b"late", creation_time=dtn_time_ms(T0 - 100), lifetime=50_000,
+        flags=every, report_to="ipn:1.9",
+    )
+    agent.receive(expired.encode(), "b", T0)
+    agent.receive(_damaged_payload(every, report_to="ipn:1.9", sequence=1), "b", T0)
+    agent.receive(_incoming(b"kept", every, report_to="ipn:1.9", sequence=2).encode(), "b", T0)
+    (delivery,) = [a for a in agent.next_actions() if isinstance(a, Deliver)]
+    assert delivery.payload == b"kept"
+    agent.delivered(delivery.delivery_id, T0)
+    assert agent.next_actions() == []
+    assert agent.counters["status_reports"] == 0
 
 
 def test_5_2_transmission_reaches_the_destination(tmp_path):
@@ -232,6 +252,75 @@ def test_5_7_no_delivery_report_unless_requested(tmp_path):
     assert _reports(net.nodes["a"].delivered) == []
 
 
+def _split_me() -> Bundle:
+    bundle = Bundle.create("ipn:1.5", "ipn:3.1", bytes(range(256)) * 8, creation_time=5000)
+    bundle.insert_block(CanonicalBlock(200, 2, b"first only", 0, 2))
+    bundle.insert_block(CanonicalBlock(201, 3, b"everywhere", BlockFlags.REPLICATE_IN_FRAGMENTS, 2))
+    return bundle
+
+
+def test_5_8_fragments_follow_the_fragmentation_rules():
+    bundle = _split_me()
+    pieces = [Bundle.decode(piece.encode()) for piece in fragment(bundle, 700)]  # CRCs re-made
+    whole = len(bundle.payload)
+    assert len(pieces) > 2 and all(0 < len(p.payload) < whole for p in pieces)
+    assert b"".join(p.payload for p in pieces) == bundle.payload
+    assert [p.primary.fragment_offset for p in pieces] == [
+        sum(len(q.payload) for q in pieces[:i]) for i in range(len(pieces))
+    ]
+    for piece in pieces:
+        assert piece.primary.is_fragment and piece.primary.total_adu_length == whole
+        assert piece.primary.crc_type == bundle.primary.crc_type
+        assert (piece.primary.source, piece.primary.creation_time, piece.primary.sequence) == (
+            bundle.primary.source, bundle.primary.creation_time, bundle.primary.sequence
+        )
+    assert [b.block_type for b in pieces[0].blocks] == [200, 201, BlockType.PAYLOAD]
+    assert all([b.block_type for b in p.blocks] == [201, BlockType.PAYLOAD] for p in pieces[1:])
+
+
+@pytest.mark.parametrize("payload", [b"", b"x"])
+def test_5_8_a_payload_too_short_to_split_is_not_fragmented(payload):
+    bundle = Bundle.create("ipn:1.5", "ipn:3.1", payload, creation_time=5000)
+    bundle.insert_block(CanonicalBlock(200, 2, bytes(500), 0, 2))
+    with pytest.raises(FragmentError, match="cannot be split"):
+        fragment(bundle, 300)
+
+
+def test_5_4_2_forwarding_failure_deletes_an_unsplittable_bundle_with_a_report(tmp_path):
+    net = fragmenting_chain(tmp_path, 300)
+    a, c = net.nodes["a"], net.nodes["c"]
+    bundle = Bundle.create(
+        "ipn:1.1", "ipn:3.1", b"", creation_time=dtn_time_ms(T0),
+        flags=BundleFlags.REPORT_DELETION, report_to="ipn:1.9",
+    )
+    bundle.insert_block(CanonicalBlock(200, 2, bytes(500), 0, 2))  # too large for b -> c
+    a.agent.submit_bundle(bundle, net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    assert c.delivered == []
+    assert net.nodes["b"].agent.counters["refused"] == 1
+    assert [(_asserted(r), r.reason) for r in _reports(a.delivered)] == [
+        ([DELETED], ReasonCode.NO_KNOWN_ROUTE)
+    ]
+    assert net.nodes["b"].agent.store.bundle_count == 0
+
+
+def test_5_9_reassembly_ends_the_fragments_retention(tmp_path):
+    net = fragmenting_chain(tmp_path, 700)
+    a, c = net.nodes["a"], net.nodes["c"]
+    payload = bytes(range(256)) * 12
+    a.agent.submit(payload, "ipn:3.1", net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 1000)
+    assert [d.payload for d in c.delivered] == [payload]
+    (whole,) = [d.bundle for d in c.delivered]
+    assert not whole.primary.is_fragment
+    assert c.agent.counters["reassembled"] == 1
+    assert c.agent.store.bundle_count == 0  # the fragments went with the delivered whole
+
+
 def test_5_10_deletion_discards_with_report_when_requested(tmp_path):
     agent = lone_agent(tmp_path)
     doomed = Bundle.create(
@@ -265,7 +354,7 @@ def test_6_1_no_report_to_the_null_endpoint(tmp_path):
     assert agent.counters["status_reports"] == 0
 
 
-def test_5_12_admin_record_for_this_node_is_consumed_not_delivered(tmp_path):
+def test_6_1_admin_record_for_this_node_is_consumed_not_delivered(tmp_path):
     net = pair(tmp_path)
     subject = net.nodes["a"].agent.submit(
         b"ack me", "ipn:2.1", net.now, report_to="ipn:1.0", flags=BundleFlags.REPORT_DELIVERY
@@ -277,3 +366,10 @@ def test_5_12_admin_record_for_this_node_is_consumed_not_delivered(tmp_path):
     (event,) = [e for e in a.events if e.name == "status_report"]
     assert event.bundle_id.source == subject.source
     assert event.bundle_id.creation_time == subject.creation_time
+
+
+def test_5_12_no_request_cancels_a_transmission():
+    """RFC 9171 §5.12 applies once a transmission can be canceled: neither the agent nor the
+    application API offers that, so a bundle once submitted goes until it expires."""
+    assert not [name for name in dir(Agent) if "cancel" in name]
+    assert not [op for op in SCHEMA if "cancel" in op]

@@ -849,7 +849,7 @@ class Agent:
         self, primary: PrimaryBlock, payload_length: int, assertion: int, reason: int, now: float
     ) -> None:
         """A status report about the bundle with this primary block and payload length."""
-        if primary.report_to.is_null or primary.flags & _ADMIN:
+        if not self.config.status_reports or primary.report_to.is_null or primary.flags & _ADMIN:
             return
         timed = bool(primary.flags & _STATUS_TIME)
         assertions: list[int | None] = [None] * 4
