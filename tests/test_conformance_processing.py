@@ -69,6 +69,17 @@ def test_5_2_transmission_reaches_the_destination(tmp_path):
     assert [(d.bundle_id, d.payload) for d in net.nodes["b"].delivered] == [(bundle_id, b"hello")]
 
 
+@pytest.mark.parametrize("source", ["ipn:9.1", "dtn:none"])
+def test_5_2_source_is_an_endpoint_of_this_node(tmp_path, source):
+    agent = lone_agent(tmp_path)
+    foreign = Bundle.create(source, "ipn:2.1", b"x", creation_time=dtn_time_ms(T0),
+                            flags=BundleFlags.MUST_NOT_FRAGMENT)
+    with pytest.raises(ValueError, match="not an endpoint of ipn:1.0"):
+        agent.submit_bundle(foreign, T0)
+    own = Bundle.create("ipn:1.3", "ipn:2.1", b"x", creation_time=dtn_time_ms(T0))
+    assert agent.submit_bundle(own, T0) == own.id
+
+
 def test_5_4_forwarding_increments_hop_count(tmp_path):
     net = chain(tmp_path)
     net.nodes["a"].agent.submit(b"hop", "ipn:3.1", net.now, hop_limit=5)
@@ -373,3 +384,16 @@ def test_5_12_no_request_cancels_a_transmission():
     application API offers that, so a bundle once submitted goes until it expires."""
     assert not [name for name in dir(Agent) if "cancel" in name]
     assert not [op for op in SCHEMA if "cancel" in op]
+
+
+def test_6_2_report_on_a_fragment_names_its_offset_and_length(tmp_path):
+    agent = lone_agent(tmp_path)
+    (_, second) = fragment(
+        _incoming(bytes(600), BundleFlags.REPORT_RECEPTION, report_to="ipn:1.9"), 400
+    )
+    events, (report,) = _events_and_reports(agent, second.encode())
+    assert _asserted(report) == [RECEIVED]
+    assert (report.fragment_offset, report.fragment_length) == (
+        second.primary.fragment_offset, len(second.payload)
+    )
+    assert report.fragment_offset > 0
