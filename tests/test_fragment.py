@@ -24,7 +24,7 @@ def make(payload: bytes, flags: int = 0) -> Bundle:
 
 
 @settings(max_examples=150)
-@given(st.binary(min_size=1, max_size=3000), st.integers(120, 1500))
+@given(st.binary(min_size=2, max_size=3000), st.integers(120, 1500))  # RFC 9171 5.8: 0 < N < M
 def test_fragments_fit_and_reassemble(payload, max_size):
     bundle = make(payload)
     pieces = fragment(bundle, max_size)

@@ -37,6 +37,7 @@ from dtn.bundle import (
     BundleFlags,
     BundleId,
     CanonicalBlock,
+    PrimaryBlock,
     ReasonCode,
     StatusReport,
     decode_bundle_age,
@@ -45,6 +46,7 @@ from dtn.bundle import (
     record_type,
 )
 from dtn.bundle.admin import DELETED, DELIVERED, FORWARDED, RECEIVED, STATUS_REPORT
+from dtn.bundle.decoder import trusted_primary
 from dtn.bundle.extensions import HopCount, encode_bundle_age
 from dtn.clock import dtn_time_ms, unix_from_dtn_ms
 from dtn.store import BundleStore, DuplicateBundle, NewBundle, State, StoredBundle, StoreFull
@@ -330,6 +332,7 @@ class Agent:
             custody = CustodyBlock.decode(block.data) if block is not None else None
         except BundleError as exc:
             self._malformed(neighbour, str(exc))
+            self._delete_unintelligible(data, now)
             return
         # The bundle left the previous node one light time ago: its age grew meanwhile.
         since = now - (self.router.link(neighbour, now).owlt if neighbour is not None else 0.0)
@@ -347,16 +350,30 @@ class Agent:
         self.counters["malformed"] += 1
         self._staged.append(Event("malformed", None, f"from {neighbour}: {detail}"))
 
+    def _delete_unintelligible(self, data: bytes, now: float) -> None:
+        """RFC 9171 5.6 steps 2 and 3 for input that did not decode: the reception report, then
+        deletion for "block unintelligible" by 5.10, each if the bundle asks for it. Both need a
+        report-to EID to trust, so only when the primary block decoded and its CRC checked; and
+        a fragment's report needs its payload length, which a broken bundle may not tell."""
+        primary = trusted_primary(data)
+        if primary is None or primary.is_fragment:
+            return
+        if primary.flags & _REPORT_RECEPTION:
+            self._report_on(primary, 0, RECEIVED, ReasonCode.NO_INFORMATION, now)
+        if primary.flags & _REPORT_DELETION:
+            self._report_on(primary, 0, DELETED, ReasonCode.BLOCK_UNINTELLIGIBLE, now)
+
     def _check_received(self, bundle: Bundle, since: float, now: float) -> None:
-        """RFC 9171 5.6: lifetime and hop limit; Refused when the bundle must go."""
+        """RFC 9171 5.6: the reception report (step 2, before anything may delete the bundle),
+        then lifetime (5.5) and hop limit (4.4.3); Refused when the bundle must go."""
+        if bundle.primary.flags & _REPORT_RECEPTION:
+            self._report(bundle, RECEIVED, ReasonCode.NO_INFORMATION, now)
         _, expires = _times(bundle, since)
         if expires <= now:
             raise Refused(CustodyReason.LIFETIME_EXPIRED, "lifetime expired on arrival")
         block = bundle.block_of_type(BlockType.HOP_COUNT)
         if block is not None and decode_hop_count(block.data).exceeded:
             raise Refused(CustodyReason.HOP_LIMIT_EXCEEDED, "hop limit exceeded")
-        if bundle.primary.flags & _REPORT_RECEPTION:
-            self._report(bundle, RECEIVED, ReasonCode.NO_INFORMATION, now)
 
     def _discard_unprocessable_blocks(self, bundle: Bundle, now: float) -> bool:
         """Apply the block processing flags of blocks this node cannot process (RFC 9171
@@ -368,7 +385,7 @@ class Agent:
                 self._report(bundle, RECEIVED, ReasonCode.BLOCK_UNSUPPORTED, now)
             if block.flags & BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE:
                 raise Refused(
-                    CustodyReason.BLOCK_UNINTELLIGIBLE,
+                    CustodyReason.BLOCK_UNSUPPORTED,
                     f"block type {block.block_type} is unsupported and asks for "
                     "the bundle's deletion",
                 )
@@ -828,8 +845,13 @@ class Agent:
 
     def _report(self, bundle: Bundle, assertion: int, reason: int, now: float) -> None:
         """A bundle status report to the bundle's report-to endpoint (RFC 9171 6.1.1)."""
-        primary = bundle.primary
-        if primary.report_to.is_null or bundle.is_admin_record:
+        self._report_on(bundle.primary, len(bundle.payload), assertion, reason, now)
+
+    def _report_on(
+        self, primary: PrimaryBlock, payload_length: int, assertion: int, reason: int, now: float
+    ) -> None:
+        """A status report about the bundle with this primary block and payload length."""
+        if not self.config.status_reports or primary.report_to.is_null or primary.flags & _ADMIN:
             return
         timed = bool(primary.flags & _STATUS_TIME)
         assertions: list[int | None] = [None] * 4
@@ -842,7 +864,7 @@ class Agent:
             reason,
             tuple(assertions),
             primary.fragment_offset if fragment else None,
-            len(bundle.payload) if fragment else None,
+            payload_length if fragment else None,
             with_times=timed,
         )
         self.counters["status_reports"] += 1

@@ -22,4 +22,7 @@ class AgentConfig:
     purge_batch: int = 1000  # expired rows deleted per timer call
     has_clock: bool = True  # False: creation time 0 and a bundle age block (RFC 9171 4.2.6)
     crc_type: int = CRCType.CRC32C
+    # False: no status reports at all. RFC 9171 5.1 wants False by default; True until the node
+    # configuration can turn it on, since the CLI's `send --wait` waits for a delivery report.
+    status_reports: bool = True
     extra_block_types: frozenset[int] = frozenset()  # block types other layers process here

@@ -47,6 +47,7 @@ class CustodyReason(IntEnum):
     NO_TIMELY_CONTACT = ReasonCode.NO_TIMELY_CONTACT
     BLOCK_UNINTELLIGIBLE = ReasonCode.BLOCK_UNINTELLIGIBLE
     HOP_LIMIT_EXCEEDED = ReasonCode.HOP_LIMIT_EXCEEDED
+    BLOCK_UNSUPPORTED = ReasonCode.BLOCK_UNSUPPORTED
     REDUNDANT_RECEPTION = 192  # a copy is already held here (BPv6's custody reason 3)
 
 

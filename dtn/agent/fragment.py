@@ -65,8 +65,10 @@ def fragments_of(
     total = length if total is None else total
     extensions = [b for b in bundle.blocks if b.block_type != BlockType.PAYLOAD]
     replicated = [b for b in extensions if b.flags & BlockFlags.REPLICATE_IN_FRAGMENTS]
+    if length < 2:  # RFC 9171 5.8: fragments carry the first N and last M - N bytes, 0 < N < M
+        raise FragmentError(f"the {length}-byte payload of {bundle.id} cannot be split")
     pos = 0
-    while pos < length or pos == 0:
+    while pos < length:
         head = replace(
             primary,
             flags=primary.flags | BundleFlags.IS_FRAGMENT,
@@ -80,7 +82,7 @@ def fragments_of(
         count = min(length - pos, room - 1)
         while count > 0 and len(cbor.head(cbor.BYTES, count)) + count > room:
             count -= 1
-        if count <= 0 and pos < length:
+        if count <= 0:
             raise FragmentError(
                 f"{max_size} bytes cannot hold a fragment of {bundle.id}: its "
                 f"blocks alone take {max_size - room + 1}"
@@ -88,8 +90,6 @@ def fragments_of(
         piece.data = read(pos, count)
         yield candidate
         pos += count
-        if count == 0:  # an empty payload: one fragment
-            return
 
 
 def covers(spans: list[tuple[int, int]], total: int) -> bool:

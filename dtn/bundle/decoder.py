@@ -168,6 +168,24 @@ def walk_blocks(data: bytes, lenient: bool) -> tuple[PrimaryBlock, list[Canonica
     return primary, blocks
 
 
+def trusted_primary(data: bytes) -> PrimaryBlock | None:
+    """The primary block of input that did not decode as a bundle, if that block alone is well
+    formed, carries a CRC that checks and names a source that may be reported to; None
+    otherwise. RFC 9171 §5.6 step 3 deletes such a bundle as "block unintelligible" by §5.10,
+    whose deletion report goes to the report-to EID: only a primary block whose CRC checked
+    gives one worth trusting (a BIB over it cannot be verified in a bundle that is broken)."""
+    try:
+        if data[:1] != b"\x9f":
+            return None
+        primary, _ = _decode_primary(data, 1)
+    except (BundleError, IndexError, RecursionError):
+        return None
+    source = primary.source
+    if not primary.crc_type or primary.flags & IS_ADMIN_RECORD or source.is_null:
+        return None
+    return primary if source.is_singleton else None
+
+
 def _parse_eids(data: bytes, primary: PrimaryBlock) -> None:
     """Replace the EID spans the scanner returned with EIDs."""
     for field, what in (("destination", "destination EID"), ("source", "source node ID"),
