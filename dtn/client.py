@@ -26,6 +26,9 @@ __all__ = ["ApiError", "AsyncClient", "Client", "Event", "Received"]
 
 CHUNK = 1 << 20  # streamed sends: one send_chunk per MiB, so memory stays constant
 _RECV = 1 << 16
+# A streamed send's reply comes once the node has stored every fragment of it; the timeout
+# grows by a second for each this many bytes, a slow disk's pace (4 MB/s).
+DURABLE_BYTES_PER_SECOND = 4_000_000
 
 
 @dataclass(eq=False)
@@ -148,7 +151,9 @@ def _send_steps(
         stream = reply["stream"]
         while chunk := f.read(CHUNK):
             yield "send_chunk", {"stream": stream, "data": chunk}
-        reply = yield "send_end", {"stream": stream}
+        # the node seals and stores the whole file before it answers: allow for it
+        patience = begin["size"] / DURABLE_BYTES_PER_SECOND
+        reply = yield "send_end", {"stream": stream, "patience": patience}
         assert reply is not None
         return reply["bundle_id"]
 
@@ -262,14 +267,16 @@ class Client:
             self._write({"op": "ack", "seq": self._session.next_seq(),
                          "delivery": self._session.auto_acks.pop()})
 
-    def _request(self, op: str, **fields: Any) -> dict:
+    def _request(self, op: str, *, patience: float = 0.0, **fields: Any) -> dict:
+        """One request's reply; `patience` is seconds allowed beyond the timeout."""
         seq = self._session.next_seq()
         self._write({"op": op, "seq": seq, **fields})
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        wait = None if self.timeout is None else self.timeout + patience
+        deadline = None if wait is None else time.monotonic() + wait
         while True:
             message = self._read_message(deadline)
             if message is None:
-                raise TimeoutError(f"no reply to {op} from the dtn node within {self.timeout} s")
+                raise TimeoutError(f"no reply to {op} from the dtn node within {wait:.0f} s")
             if "push" in message:
                 self._session.on_push(message, self)
             elif message.get("re") == seq or message.get("re") is None:
@@ -446,19 +453,19 @@ class AsyncClient:
         self._writer.write(encode_message({"op": op, "seq": seq, **fields}))
         return seq
 
-    async def _request(self, op: str, **fields: Any) -> dict:
+    async def _request(self, op: str, *, patience: float = 0.0, **fields: Any) -> dict:
+        """One request's reply; `patience` is seconds allowed beyond the timeout."""
         seq = self._fire(op, **fields)
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
         self._waiting[seq] = future
         assert self._writer is not None
         await self._writer.drain()  # backpressure: a streamed send waits for the socket
         try:
-            reply = await asyncio.wait_for(future, self.timeout)
+            wait = None if self.timeout is None else self.timeout + patience
+            reply = await asyncio.wait_for(future, wait)
         except TimeoutError:
             self._waiting.pop(seq, None)
-            raise TimeoutError(
-                f"no reply to {op} from the dtn node within {self.timeout} s"
-            ) from None
+            raise TimeoutError(f"no reply to {op} from the dtn node within {wait:.0f} s") from None
         return _raise_for(reply)
 
     async def hello(self) -> dict:

@@ -39,6 +39,8 @@ class DictService:
         self.disconnects = 0
         self.count = 0
         self.gate: asyncio.Event | None = None  # if set, streams wait on it after each chunk
+        self.commit: asyncio.Event | None = None  # if set, sends wait on it (a store commit)
+        self.store_seconds = 0.0  # a streamed send's time to store the whole stream
         self.chunks_taken = 0
 
     def hello(self) -> dict:
@@ -55,6 +57,8 @@ class DictService:
         self.bundles_[bundle_id] = (request.destination, request.data, request.source or "ipn:1.0")
         self.waiting.append(bundle_id)
         self._pump()
+        if self.commit is not None:
+            await self.commit.wait()
         return bundle_id
 
     async def send_stream(self, request: SendRequest, chunks: AsyncIterator[bytes]) -> str:
@@ -66,6 +70,7 @@ class DictService:
             if self.gate is not None:
                 await self.gate.wait()
                 self.gate.clear()
+        await asyncio.sleep(self.store_seconds)
         self.streamed.append((size, digest.hexdigest()))
         return self._new_id()
 
@@ -450,3 +455,56 @@ def test_stream_backpressure_waits_for_the_service(node: Node) -> None:
     node.loop.call_soon_threadsafe(gate.set)
     assert replies(1) == [4]
     s.close()
+
+
+def test_pipelined_sends_share_a_commit_in_order_and_bounded(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends on one connection wait for their commit together, not one after another; they
+    reach the service in the order sent, and at most CONCURRENT_SENDS wait at once."""
+    monkeypatch.setattr("dtn.api.server.CONCURRENT_SENDS", 3)
+    commit = node.call(asyncio.Event)
+    node.service.commit = commit  # type: ignore[assignment]
+    s = raw(node)
+    for seq in range(1, 6):
+        s.sendall(encode_message({"op": "send", "seq": seq, "destination": "ipn:2.1",
+                                  "data": bytes([seq])}))
+    node.wait_for(lambda: node.service.count == 3)
+    time.sleep(0.1)
+    assert node.service.count == 3  # the 4th waits for a slot
+    node.loop.call_soon_threadsafe(commit.set)
+    reader, replies = MessageReader(), []
+    while len(replies) < 5:
+        replies += reader.feed(s.recv(65536))
+    s.close()
+    assert sorted((r["re"], r["bundle_id"]) for r in replies) == [
+        (seq, f"ipn:1.0/{seq}") for seq in range(1, 6)]
+    assert [node.service.bundles_[f"ipn:1.0/{seq}"][1] for seq in range(1, 6)] == [
+        bytes([seq]) for seq in range(1, 6)]
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_streamed_send_waits_longer_the_larger_it_is(
+    node: Node, tmp_path: Path, blocking: bool
+) -> None:
+    """The reply to send_end comes once the node stored the whole file: the client allows a
+    second per DURABLE_BYTES_PER_SECOND bytes beyond its timeout, and no more."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(dtn.client.DURABLE_BYTES_PER_SECOND))  # one second of patience
+    node.service.store_seconds = 0.6
+
+    def send(timeout: float) -> str:
+        if blocking:
+            with dtn.Client(node.path, timeout=timeout) as app:
+                return app.send("ipn:2.1", path)
+
+        async def main() -> str:
+            async with dtn.AsyncClient(node.path, timeout=timeout) as app:
+                return await app.send("ipn:2.1", path)
+
+        return asyncio.run(main())
+
+    assert send(0.3).startswith("ipn:1.0/")  # 0.6 s > the timeout, < timeout + patience
+    node.service.store_seconds = 2.0
+    with pytest.raises(TimeoutError, match="within 1 s"):
+        send(0.3)

@@ -88,6 +88,7 @@ class Node:
         self._held: Counter[Sink] = Counter()
         self._held_bytes: Counter[Sink] = Counter()
         self._handed_bytes: dict[int, int] = {}  # by delivery id, of those handed over
+        self._handed_files: set[int] = set()  # delivery ids handed over as an opened file
         self._watchers: dict[str, set[Sink]] = defaultdict(set)
         self._opening: set[asyncio.Future] = set()  # large ADUs being opened for a client
 
@@ -351,6 +352,8 @@ class Node:
         created = unix_from_dtn_ms(primary.creation_time) if primary.creation_time else 0.0
         path, size = (None, len(data)) if file is None else (str(file[0]), file[1])
         self._handed_bytes[delivery_id] = len(data)
+        if file is not None:
+            self._handed_files.add(delivery_id)
         self._held_bytes[sink] += len(data)
         sink.deliver(
             Delivery(
@@ -547,8 +550,9 @@ class Node:
         del self._outstanding[delivery]
         self._held[sink] -= 1
         self._held_bytes[sink] -= self._handed_bytes.pop(delivery, 0)
-        # a large ADU's opened file, unless the client took it away
-        (self.store.payload_dir / f"{delivery}{DELIVERED_SUFFIX}").unlink(missing_ok=True)
+        if delivery in self._handed_files:  # a large ADU's opened file, unless the client took it
+            self._handed_files.discard(delivery)
+            (self.store.payload_dir / f"{delivery}{DELIVERED_SUFFIX}").unlink(missing_ok=True)
         self.agent.delivered(delivery, self.clock.now())
         self._kick()
         self._pump(held[1])
@@ -567,6 +571,7 @@ class Node:
             if holder is sink:
                 del self._outstanding[delivery]
                 self._handed_bytes.pop(delivery, None)
+                self._handed_files.discard(delivery)
                 back[endpoint].append(delivery)
         self._held.pop(sink, None)
         self._held_bytes.pop(sink, None)
