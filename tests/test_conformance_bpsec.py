@@ -13,7 +13,14 @@ from test_conformance_format import bundle as raw_bundle
 from test_payload_pipeline import pair
 from test_security_bpsec import KEY32, SOURCE, forged, keys_for, make_bundle
 
-from dtn.bundle import BlockFlags, BlockType, Bundle, BundleFlags, CanonicalBlock
+from dtn.bundle import (
+    BlockFlags,
+    BlockType,
+    Bundle,
+    BundleError,
+    BundleFlags,
+    CanonicalBlock,
+)
 from dtn.payload import PayloadRejected
 from dtn.security import (
     AbstractSecurityBlock,
@@ -396,6 +403,22 @@ def test_4_reserved_block_flags_not_in_the_canonical_form():
     assert caught.value.reason == Reason.INTEGRITY_FAILED
 
 
+def test_4_non_primary_block_canonical_form_is_deterministic():
+    """A block's canonical header is its values in shortest form; a block that arrives encoded
+    otherwise is refused before security processing (RFC 9171 §4.1), so no IPPT is ambiguous."""
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", PAYLOAD, creation_time=1, sequence=1)
+    number = bundle.next_block_number()
+    bundle.insert_block(CanonicalBlock(UNKNOWN_TYPE, number, b"extension", 0, 0))
+    bib(bundle, [number])
+    wire = bundle.encode()
+    shortest = bytes([0x85, 0x18, UNKNOWN_TYPE, number, 0, 0, 0x49]) + b"extension"
+    assert accept(Bundle.decode(wire), KEYS).verified == {number}
+    longer = bytes([0x85, 0x18, UNKNOWN_TYPE, 0x18, number, 0, 0, 0x49]) + b"extension"
+    assert wire.count(shortest) == 1
+    with pytest.raises(BundleError, match="non-shortest"):
+        Bundle.decode(wire.replace(shortest, longer))
+
+
 def test_4_only_block_type_specific_data_is_encrypted():
     bundle = make_bundle()
     target = bundle.block_by_number(EXTENSION)
@@ -433,6 +456,14 @@ def test_5_1_1_plaintext_replaces_the_ciphertext_reframed():
     assert again.payload == payload
     assert again.block_of_type(BlockType.BCB) is None  # no operation left: the BCB is gone
     assert Bundle.decode(again.encode()).payload == payload  # valid CBOR byte string
+
+
+def test_5_1_1_destination_decrypts_before_delivery():
+    earth, mars = pair({"bcb": "A256GCM", "key": "link"})
+    wire = send(earth, b"secret", 1)
+    sent = Bundle.decode(wire)
+    assert sent.block_of_type(BlockType.BCB) is not None and b"secret" not in sent.payload
+    assert receive(mars, wire) == b"secret"
 
 
 def test_5_1_2_verified_bib_is_removed_by_the_acceptor_only():
