@@ -13,7 +13,14 @@ from test_conformance_format import bundle as raw_bundle
 from test_payload_pipeline import pair
 from test_security_bpsec import KEY32, SOURCE, forged, keys_for, make_bundle
 
-from dtn.bundle import BlockFlags, BlockType, Bundle, BundleFlags, CanonicalBlock
+from dtn.bundle import (
+    BlockFlags,
+    BlockType,
+    Bundle,
+    BundleError,
+    BundleFlags,
+    CanonicalBlock,
+)
 from dtn.payload import PayloadRejected
 from dtn.security import (
     AbstractSecurityBlock,
@@ -115,6 +122,19 @@ def test_3_2_a_bib_and_a_bcb_may_share_a_target():
     bcb(bundle, [signature.number, 1])
     result = accepted(bundle)
     assert result.verified == {1} and result.decrypted == {1, signature.number}
+
+
+# === §3.3 target multiplicity =============================================================
+
+
+def test_3_3_one_block_may_carry_several_operations():
+    bundle = make_bundle()
+    bib(bundle, [0, 1, EXTENSION])
+    assert accepted(bundle).verified == {0, 1, EXTENSION}
+    bundle.block_by_number(EXTENSION).data = b"EXTENSION"  # one operation of three fails
+    with pytest.raises(SecurityError) as caught:
+        accepted(bundle)
+    assert caught.value.reason == Reason.INTEGRITY_FAILED
 
 
 # === §3.6 abstract security block ==========================================================
@@ -230,6 +250,15 @@ def test_3_7_3_8_block_type_codes():
     accepted(bundle)
 
 
+@pytest.mark.parametrize("block_type", [BlockType.BIB, BlockType.BCB])
+def test_3_7_3_8_data_is_an_asb(block_type):
+    bundle = make_bundle()
+    block = (bib if block_type == BlockType.BIB else bcb)(bundle, [EXTENSION])
+    accepted(bundle)
+    block.data = b"\x01" + block.data  # a uint, then the ASB: not an ASB any more
+    refused(bundle, "§3.6", Reason.MALFORMED)
+
+
 def test_3_8_encrypted_in_place():
     bundle = make_bundle()
     target = bundle.block_by_number(EXTENSION)
@@ -238,6 +267,13 @@ def test_3_8_encrypted_in_place():
     assert (target.block_type, target.number, target.flags, target.crc_type) == header
     assert target.data != b"extension" and len(target.data) == len(b"extension")  # tag: result
     assert accepted(bundle).plaintext == {EXTENSION: b"extension"}
+
+
+def test_3_8_bcb_targets_the_payload_an_extension_block_or_a_bib():
+    bundle = make_bundle()
+    signature = bib(bundle, [1])
+    bcb(bundle, [1, EXTENSION, signature.number])
+    assert accepted(bundle).decrypted == {1, EXTENSION, signature.number}
 
 
 # === §3.7 BIB ==============================================================================
@@ -367,6 +403,35 @@ def test_4_reserved_block_flags_not_in_the_canonical_form():
     assert caught.value.reason == Reason.INTEGRITY_FAILED
 
 
+def test_4_non_primary_block_canonical_form_is_deterministic():
+    """A block's canonical header is its values in shortest form; a block that arrives encoded
+    otherwise is refused before security processing (RFC 9171 §4.1), so no IPPT is ambiguous."""
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", PAYLOAD, creation_time=1, sequence=1)
+    number = bundle.next_block_number()
+    bundle.insert_block(CanonicalBlock(UNKNOWN_TYPE, number, b"extension", 0, 0))
+    bib(bundle, [number])
+    wire = bundle.encode()
+    shortest = bytes([0x85, 0x18, UNKNOWN_TYPE, number, 0, 0, 0x49]) + b"extension"
+    assert accept(Bundle.decode(wire), KEYS).verified == {number}
+    longer = bytes([0x85, 0x18, UNKNOWN_TYPE, 0x18, number, 0, 0, 0x49]) + b"extension"
+    assert wire.count(shortest) == 1
+    with pytest.raises(BundleError, match="non-shortest"):
+        Bundle.decode(wire.replace(shortest, longer))
+
+
+def test_4_only_block_type_specific_data_is_encrypted():
+    bundle = make_bundle()
+    target = bundle.block_by_number(EXTENSION)
+    bcb(bundle, [EXTENSION], scope=0)  # scope 0: the header is not even in the AAD
+    assert len(target.data) == len(b"extension")  # the ciphertext holds the data, nothing else
+    target.flags |= int(BlockFlags.REPORT_IF_UNPROCESSABLE)  # a header field: not encrypted
+    assert accepted(bundle).plaintext == {EXTENSION: b"extension"}
+    target.data = bytes([target.data[0] ^ 1]) + target.data[1:]  # the data is
+    with pytest.raises(SecurityError) as caught:
+        accepted(bundle)
+    assert caught.value.reason == Reason.DECRYPTION_FAILED
+
+
 # === §5 security processing ================================================================
 
 
@@ -380,6 +445,60 @@ def test_5_1_acceptor_processes_and_removes_security_blocks():
     assert again.encode() == bundle.encode()  # accepting alone changes nothing
     result.apply(again)
     assert again.encode() == plain
+
+
+def test_5_1_1_plaintext_replaces_the_ciphertext_reframed():
+    payload = b"x" * 30  # RFC 9173 keeps the tag in the result: ciphertext and plaintext agree
+    bundle = make_bundle(payload)
+    bcb(bundle, [1])
+    again = received(bundle)
+    accept(again, KEYS).apply(again)
+    assert again.payload == payload
+    assert again.block_of_type(BlockType.BCB) is None  # no operation left: the BCB is gone
+    assert Bundle.decode(again.encode()).payload == payload  # valid CBOR byte string
+
+
+def test_5_1_1_destination_decrypts_before_delivery():
+    earth, mars = pair({"bcb": "A256GCM", "key": "link"})
+    wire = send(earth, b"secret", 1)
+    sent = Bundle.decode(wire)
+    assert sent.block_of_type(BlockType.BCB) is not None and b"secret" not in sent.payload
+    assert receive(mars, wire) == b"secret"
+
+
+def test_5_1_2_verified_bib_is_removed_by_the_acceptor_only():
+    bundle = make_bundle()
+    bib(bundle, [1, EXTENSION])
+    again = received(bundle)
+    result = accept(again, KEYS)  # a waypoint: verifies, removes nothing
+    assert again.block_of_type(BlockType.BIB) is not None
+    result.apply(again)  # the acceptor: every operation done, the BIB goes
+    assert again.block_of_type(BlockType.BIB) is None
+
+
+def test_5_1_2_failed_verification_refuses_the_bundle():
+    bundle = make_bundle()
+    bib(bundle, [1])
+    accepted(bundle)
+    bundle.block_by_number(1).data = b"hello venus" * 8
+    again = received(bundle)
+    before = again.encode()
+    with pytest.raises(SecurityError, match="BIB") as caught:
+        accept(again, KEYS)
+    assert caught.value.reason == Reason.INTEGRITY_FAILED
+    assert again.encode() == before
+
+
+def test_5_1_2_bib_over_a_bcb_target_not_processed_in_the_clear():
+    bundle = make_bundle()
+    encryption = bcb(bundle, [1])
+    with unseen(encryption):
+        bib(bundle, [1])  # a BIB in the clear over the ciphertext
+    refused(bundle, "§3.9")
+    bundle = make_bundle()
+    signature = bib(bundle, [1])
+    bcb(bundle, [1, signature.number])  # encrypted with its target: checked once decrypted
+    assert accepted(bundle).verified == {1}
 
 
 def test_5_1_1_bcbs_decrypted_before_bibs_verified():
