@@ -113,6 +113,11 @@ def test_4_1_deterministic_encoding():
     rejects(good(lifetime=b"\x18\x05"), "4.1")  # 5 in two bytes
     rejects(bundle(primary(), block([b"\x01", b"\x01", b"\x00", b"\x00", b"\x58\x02hi"], 0)),
             "4.1")
+    accepts(good(dst=b"\x82\x01\x7f\x68//node/x\xff"))
+    rejects(good(dst=b"\x82\x01\x7f\x78\x08//node/x\xff"), "4.1")  # a chunk's length too
+    accepts(bundle(primary(), canonical(BlockType.HOP_COUNT, 2, b"\x82\x05\x00"), PAYLOAD))
+    rejects(bundle(primary(), canonical(BlockType.HOP_COUNT, 2, b"\x82\x18\x05\x00"), PAYLOAD),
+            "4.1")  # and inside the §4.4 blocks' data
 
 
 def test_4_1_indefinite_length_items_allowed():
