@@ -7,7 +7,6 @@ import zlib
 
 import pytest
 from conftest import load_vectors
-
 from test_agent_harness import T0
 
 from dtn.agent import Agent, AgentConfig, Router
@@ -312,7 +311,7 @@ def test_4_2_4_block_flags_are_a_bit_field_from_the_low_order_bit():
         BlockFlags.REPLICATE_IN_FRAGMENTS | BlockFlags.REPORT_IF_UNPROCESSABLE
         | BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE | BlockFlags.DISCARD_IF_UNPROCESSABLE)
     anonymous = primary(flags=0x04, src=NULL)
-    accepts(bundle(anonymous, canonical(flags=1 << 62)))  # bit 1 from the high-order end: unassigned
+    accepts(bundle(anonymous, canonical(flags=1 << 62)))  # bit 1 counted from the high-order end
     rejects(bundle(anonymous, canonical(flags=0x02)), "4.2.4")  # bit 1: "transmit status report"
 
 
