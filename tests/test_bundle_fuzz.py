@@ -22,8 +22,8 @@ from dtn.bundle.decoder import decode_blocks, walk_blocks
 from dtn.bundle.extensions import encode_bundle_age
 
 UINT64 = st.integers(0, 2**64 - 1)
-NAME = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/~"),
-               min_size=1, max_size=12)
+# A dtn node name is a reg-name (RFC 9171 §4.2.5.1.1): unreserved, sub-delims and %XX.
+NAME = st.from_regex(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2}){1,12}", fullmatch=True)
 ipn_eids = st.builds(EID.ipn, UINT64, UINT64)
 dtn_eids = st.builds(lambda node, demux: EID.parse(f"dtn://{node}/{demux}"), NAME,
                      st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12)

@@ -7,12 +7,16 @@ import zlib
 
 import pytest
 from conftest import load_vectors
+from test_agent_harness import T0
 
+from dtn.agent import Agent, AgentConfig, Router
 from dtn.bundle import Bundle, BundleError, decode_hop_count
 from dtn.bundle.admin import StatusReport
-from dtn.bundle.blocks import BlockType, crc_field, crc_value
+from dtn.bundle.blocks import BlockFlags, BlockType, BundleFlags, crc_field, crc_value
 from dtn.bundle.cbor import byte_string, head, text_string, uint
 from dtn.bundle.eid import EID
+from dtn.clock import dtn_time_ms
+from dtn.store import BundleStore
 
 INVALID = load_vectors("bpv7_invalid.json")
 MUST = [v for v in INVALID["vectors"] if v["strictness"] == "must"]
@@ -108,6 +112,11 @@ def test_4_1_deterministic_encoding():
     rejects(good(lifetime=b"\x18\x05"), "4.1")  # 5 in two bytes
     rejects(bundle(primary(), block([b"\x01", b"\x01", b"\x00", b"\x00", b"\x58\x02hi"], 0)),
             "4.1")
+    accepts(good(dst=b"\x82\x01\x7f\x68//node/x\xff"))
+    rejects(good(dst=b"\x82\x01\x7f\x78\x08//node/x\xff"), "4.1")  # a chunk's length too
+    accepts(bundle(primary(), canonical(BlockType.HOP_COUNT, 2, b"\x82\x05\x00"), PAYLOAD))
+    rejects(bundle(primary(), canonical(BlockType.HOP_COUNT, 2, b"\x82\x18\x05\x00"), PAYLOAD),
+            "4.1")  # and inside the §4.4 blocks' data
 
 
 def test_4_1_indefinite_length_items_allowed():
@@ -269,6 +278,21 @@ def test_4_2_3_unrecognized_flags_ignored():
     rejects(bundle(block(items, 2), PAYLOAD), "4.2.3")
 
 
+def test_4_2_3_flags_are_a_bit_field_from_the_low_order_bit():
+    every = (0x01 | 0x04 | 0x20 | 0x40 | 0x4000 | 0x10000 | 0x20000 | 0x40000)
+    decoded = accepts(good(flags=every, fragment=(0, 10)))
+    assert BundleFlags(decoded.primary.flags) == (
+        BundleFlags.IS_FRAGMENT | BundleFlags.MUST_NOT_FRAGMENT | BundleFlags.ACK_REQUESTED
+        | BundleFlags.STATUS_TIME_REQUESTED | BundleFlags.REPORT_RECEPTION
+        | BundleFlags.REPORT_FORWARDING | BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION)
+    assert decoded.primary.fragment_offset == 0 and decoded.primary.total_adu_length == 10
+    accepts(good(flags=0x04, src=NULL))
+    # Bits counted from the high-order end are not the flags: 1 << 61 is no "must not fragment",
+    # 1 << 63 no "is a fragment" (so the fragment fields are out of place).
+    rejects(good(flags=1 << 61, src=NULL), "4.2.3")
+    rejects(good(flags=1 << 63, fragment=(0, 10)), "4.3.1")
+
+
 def test_4_2_4_block_flags_unsigned():
     accepts(bundle(primary(), canonical(flags=0x10)))
     rejects(bundle(primary(), block([b"\x01", b"\x01", b"\x20", b"\x00", b"\x41x"], 0)), "4.2.4")
@@ -279,6 +303,16 @@ def test_4_2_4_unrecognized_block_flags_ignored():
     assert decoded.blocks[0].flags == 0xFFE8
     rejects(bundle(primary(), block([b"\x01", b"\x01", b"\x38\xff", b"\x00", b"\x41x"], 0)),
             "4.2.4")
+
+
+def test_4_2_4_block_flags_are_a_bit_field_from_the_low_order_bit():
+    decoded = accepts(bundle(primary(), canonical(200, 2, flags=0x17), PAYLOAD))
+    assert BlockFlags(decoded.blocks[0].flags) == (
+        BlockFlags.REPLICATE_IN_FRAGMENTS | BlockFlags.REPORT_IF_UNPROCESSABLE
+        | BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE | BlockFlags.DISCARD_IF_UNPROCESSABLE)
+    anonymous = primary(flags=0x04, src=NULL)
+    accepts(bundle(anonymous, canonical(flags=1 << 62)))  # bit 1 counted from the high-order end
+    rejects(bundle(anonymous, canonical(flags=0x02)), "4.2.4")  # bit 1: "transmit status report"
 
 
 def test_4_2_4_admin_record_no_block_status_report():
@@ -333,6 +367,13 @@ def test_4_2_5_1_1_dtn_ssp_syntax():
         rejects(good(dst=b"\x82\x01" + text_string(ssp)), "4.2.5.1.1")
 
 
+def test_4_2_5_1_1_node_name_is_a_reg_name():
+    """node-name = reg-name (RFC 3986): unreserved, percent-encoded and sub-delims characters."""
+    accepts(good(dst=eid("dtn://a.b-c_d~e%4F!$&'()*+,;=/any:thing@[]")))
+    for node in ("no:de", "n@de", "n[1]", "no%4", "n%g1", 'n"', "n{}", "n|", "n^", "n\\"):
+        rejects(good(dst=b"\x82\x01" + text_string(f"//{node}/x")), "4.2.5.1.1")
+
+
 def test_4_2_5_1_1_tilde_demux_is_not_a_node_id():
     accepts(good(dst=eid("dtn://group/~all")))
     rejects(good(src=eid("dtn://group/~all")), "4.2.5.1.1")
@@ -377,6 +418,16 @@ def test_4_2_7_sequence_numbers_grow():
     assert Bundle.decode(second.encode()).primary.sequence == 1
 
 
+def test_4_2_7_creation_time_is_the_request_time(tmp_path):
+    """The agent stamps a bundle with the DTN time of the request, or 0 without a clock."""
+    clocked = Agent("ipn:1.0", BundleStore(tmp_path / "clocked.db"), Router())
+    assert clocked.submit(b"x", "ipn:2.1", T0).creation_time == dtn_time_ms(T0)
+    assert clocked.submit(b"y", "ipn:2.1", T0 + 1.5).creation_time == dtn_time_ms(T0 + 1.5)
+    unclocked = Agent("ipn:1.0", BundleStore(tmp_path / "unclocked.db"), Router(),
+                      AgentConfig(has_clock=False))
+    assert unclocked.submit(b"x", "ipn:2.1", T0).creation_time == 0
+
+
 def test_4_2_8_block_data_is_the_type_encoding():
     accepts(bundle(primary(), canonical(BlockType.BUNDLE_AGE, 2, b"\x19\x01\x00"), PAYLOAD))
     rejects(bundle(primary(), canonical(BlockType.BUNDLE_AGE, 2, b"\x19\x01"), PAYLOAD), "4.2.8")
@@ -392,6 +443,15 @@ def test_4_3_1_primary_is_array_of_8_to_11():
     rejects(bundle(block(items + [b"\x00", b"\x00", b"\x00"], 2), PAYLOAD), "4.3.1")
     mapped = b"\xa8" + b"".join(bytes([k]) + v for k, v in enumerate(primary_items(crc_type=0)))
     rejects(bundle(mapped, PAYLOAD), "4.3.1")
+    # Each count goes with one shape: 8 no CRC, 9 CRC, 10 fragment without CRC, 11 both.
+    bib = canonical(BlockType.BIB, 2, b"\x81\x00\x01\x00")
+    accepts(good())
+    accepts(bundle(primary(crc_type=0, flags=0x01, fragment=(0, 10)), bib, PAYLOAD))
+    accepts(good(flags=0x01, fragment=(0, 10)))
+    rejects(bundle(block(primary_items(crc_type=0) + [b"\x00"], 0), bib, PAYLOAD), "4.3.1")
+    rejects(bundle(block(primary_items() + [b"\x00"], 2), PAYLOAD), "4.3.1")
+    rejects(bundle(block(primary_items(flags=0x01, crc_type=0, fragment=(0, 10)) + [b"\x00"], 0),
+                   bib, PAYLOAD), "4.3.1")
 
 
 def test_4_3_1_field_order():

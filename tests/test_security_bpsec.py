@@ -327,7 +327,7 @@ def test_layout_fills_and_matches_like_the_encoder(targets, parameters, data):
     hold (CBOR for 37 is 0x18 0x25, a '%'; regex metacharacters), the result is what the
     encoder writes, and only encodings of that layout match."""
     results = [data.draw(asb_pairs) for _ in targets]
-    asb = AbstractSecurityBlock(targets, 2, EID.parse("dtn://(.*)%s/"), parameters, results)
+    asb = AbstractSecurityBlock(targets, 2, EID.parse("dtn://(.*)%25s/"), parameters, results)
     layout = asb.layout()
     values = tuple(byte_strings(parameters) + [v for r in results for v in byte_strings(r)])
     encoded = asb.encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from . import cbor
 from .errors import BundleError
 
@@ -94,8 +96,13 @@ class EID:
         return hash(self._cbor)
 
 
+# node-name = reg-name (RFC 3986 §3.2.2): unreserved / pct-encoded / sub-delims
+_REG_NAME = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+
+
 def _check_dtn_ssp(ssp: object) -> None:
-    # dtn-hier-part = "//" node-name "/" demux; node-name = 1*VCHAR; demux = *VCHAR
+    # dtn-hier-part = "//" node-name "/" demux; node-name = reg-name; demux = *VCHAR. An empty
+    # node name (reg-name allows it) is refused: it names no node.
     if not isinstance(ssp, str) or not ssp.startswith("//"):
         raise BundleError(f"dtn EID must be dtn://<node>/<demux>, got dtn:{ssp!r:.80} "
                           "(RFC 9171 §4.2.5.1.1)")
@@ -103,9 +110,12 @@ def _check_dtn_ssp(ssp: object) -> None:
     if not node or not slash:
         raise BundleError(f"dtn EID needs a node name and a '/' after it: dtn:{ssp!r:.80} "
                           "(RFC 9171 §4.2.5.1.1)")
-    if len(ssp) > _MAX_EID_TEXT or not all("\x21" <= ch <= "\x7e" for ch in ssp):
-        raise BundleError(f"dtn EID holds characters outside VCHAR: dtn:{ssp!r:.80} "
+    if len(ssp) > _MAX_EID_TEXT or not all("\x21" <= ch <= "\x7e" for ch in demux):
+        raise BundleError(f"dtn EID demux holds characters outside VCHAR: dtn:{ssp!r:.80} "
                           "(RFC 9171 §4.2.5.1.1)")
+    if _REG_NAME.fullmatch(node) is None:
+        raise BundleError(f"dtn EID node name is not a reg-name (letters, digits, -._~, "
+                          f"!$&'()*+,;= and %XX only): dtn:{ssp!r:.80} (RFC 9171 §4.2.5.1.1)")
 
 
 NULL_EID = EID(DTN_SCHEME, 0)
