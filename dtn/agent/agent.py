@@ -638,18 +638,36 @@ class Agent:
         budget = self.config.transmit_batch
         horizon = now + self.config.pacing_window
         while budget > 0:
-            rows = self.store.due(neighbour, 16 if link.rate_bps else min(budget, _PAGE))
+            if self._link_full(neighbour, now, horizon):
+                return  # before the query: a busy link would take none of its rows
+            rows = self.store.due(neighbour, self._rows_wanted(link, now, horizon, budget))
             if not rows:
                 self._backlog.pop(neighbour, None)
                 return
             for row in rows:
-                busy = self._busy_until.get(neighbour, now)
-                if busy > horizon:
-                    self._backlog[neighbour] = busy - self.config.pacing_window
+                if self._link_full(neighbour, now, horizon):
                     return
                 self._transmit(row, link, clock, now)
                 budget -= 1
         self._backlog[neighbour] = now
+
+    def _rows_wanted(self, link: Link, now: float, horizon: float, budget: int) -> int:
+        """How many queued rows to read: on a paced link, about as many as its room within
+        the horizon holds (counting 1 KiB a bundle), so a link that has room for one more
+        bundle does not read sixteen."""
+        if not link.rate_bps:
+            return min(budget, _PAGE)
+        room = (horizon - self._busy_until.get(link.neighbour, now)) * link.rate_bps / 8
+        return max(1, min(16, int(room) >> 10))
+
+    def _link_full(self, neighbour: str, now: float, horizon: float) -> bool:
+        """Whether what was handed to the link already lasts past `horizon`; if so, the
+        neighbour's backlog is due again when it no longer does."""
+        busy = self._busy_until.get(neighbour, now)
+        if busy > horizon:
+            self._backlog[neighbour] = busy - self.config.pacing_window
+            return True
+        return False
 
     def _transmit(self, row: StoredBundle, link: Link, clock: LinkClock, now: float) -> None:
         try:
