@@ -10,6 +10,7 @@ import pytest
 from pipeline_helpers import KEYS as NODE_KEYS
 from pipeline_helpers import receive, send
 from test_agent_harness import T0, chain
+from test_agent_harness import pair as agent_pair
 from test_conformance_format import PAYLOAD, primary
 from test_conformance_format import bundle as raw_bundle
 from test_payload_pipeline import pair
@@ -24,6 +25,7 @@ from dtn.bundle import (
     BundleFlags,
     CanonicalBlock,
 )
+from dtn.bundle.admin import DELIVERED, decode_status_report
 from dtn.payload import PayloadPipeline, PayloadReason, PayloadRejected
 from dtn.payload.pipeline import check_required
 from dtn.security import (
@@ -762,3 +764,36 @@ def test_5_1_1_waypoint_forwards_a_bcb_unprocessed(tmp_path):
     for bundle in (relayed[0], net.nodes["c"].delivered[0].bundle):
         assert {n: bundle.block_by_number(n).encode() for n in secured} == secured
     assert c_pipeline.deliver(net.nodes["c"].delivered[0].bundle) == b"for c only"
+
+
+def test_5_1_refused_payload_is_not_reported_delivered(tmp_path):
+    """A bundle that asks for delivery and deletion reports, its ciphertext broken on the way:
+    the receiving node refuses it and tells its agent so (as the daemon does), and no report
+    goes back, neither "delivered" nor "deleted"; an intact one is reported delivered."""
+    earth, mars = pair({"bcb": "A256GCM", "key": "link"})
+    net = agent_pair(tmp_path)
+    a, b = net.nodes["a"], net.nodes["b"]
+    b.ack_deliveries = False
+    flags = BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION
+    for sequence, broken in ((1, True), (2, False)):
+        bundle = earth.send(
+            b"report?", "ipn:1.1", "ipn:2.1", creation_time=int(T0 * 1000),
+            sequence=sequence, report_to="ipn:1.9", flags=flags,
+        )  # fmt: skip
+        if broken:
+            tamper(bundle, 1)
+        a.agent.submit_bundle(bundle, net.now)
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    for delivery in b.delivered:
+        try:
+            mars.deliver(delivery.bundle)
+        except PayloadRejected:
+            b.agent.delivered(delivery.delivery_id, net.now, refused=True)
+        else:
+            b.agent.delivered(delivery.delivery_id, net.now)
+    net.run_until(T0 + 20)
+    assert mars.rejections == {Reason.DECRYPTION_FAILED: 1}
+    reports = [decode_status_report(d.payload) for d in a.delivered if d.is_admin_record]
+    assert [(r.sequence, r.assertions[DELIVERED] is not None) for r in reports] == [(2, True)]
+    assert b.agent.counters["delivered"] == 1 and not b.agent.next_actions()
