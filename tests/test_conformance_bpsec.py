@@ -7,13 +7,17 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
+from pipeline_helpers import KEYS as NODE_KEYS
 from pipeline_helpers import receive, send
+from test_agent_harness import T0, chain
+from test_agent_harness import pair as agent_pair
 from test_conformance_format import PAYLOAD, primary
 from test_conformance_format import bundle as raw_bundle
 from test_payload_pipeline import pair
 from test_security_bpsec import KEY32, SOURCE, forged, keys_for, make_bundle
 
 from dtn.bundle import (
+    EID,
     BlockFlags,
     BlockType,
     Bundle,
@@ -21,12 +25,15 @@ from dtn.bundle import (
     BundleFlags,
     CanonicalBlock,
 )
-from dtn.payload import PayloadRejected
+from dtn.bundle.admin import DELIVERED, decode_status_report
+from dtn.payload import PayloadPipeline, PayloadReason, PayloadRejected
+from dtn.payload.pipeline import check_required
 from dtn.security import (
     AbstractSecurityBlock,
     Reason,
     SecurityError,
     SecurityPolicy,
+    SecurityRule,
     accept,
     add_bcb,
     add_bib,
@@ -577,3 +584,216 @@ def test_4_primary_block_canonical_form_is_deterministic():
     wire = arrived.encode()
     assert wire.startswith(raw[:1] + primary(dst=chunked))  # still as it arrived
     assert accept(Bundle.decode(wire), KEYS).verified == {0}
+
+
+# === what a node does where RFC 9172 leaves it a choice, and per operation =================
+
+
+def rule(**fields) -> SecurityRule:
+    """The inbound rule a node holds for SOURCE (ipn:1.0)."""
+    return SecurityPolicy.from_config({"rule": [{"source": "ipn:1.*", **fields}]}).inbound(SOURCE)
+
+
+def outcome(bundle: Bundle, required: SecurityRule) -> tuple:
+    """What a node's acceptor and policy make of a bundle: what it decrypted and verified, or
+    why it refused it (and the bundle is left as it came)."""
+    again = received(bundle)
+    before = again.encode()
+    try:
+        result = accept(again, KEYS)
+        check_required(required, result, True, SOURCE)
+    except (SecurityError, PayloadRejected) as exc:
+        assert again.encode() == before
+        return ("refused", exc.reason)
+    return ("accepted", result.plaintext, result.verified)
+
+
+def tamper(bundle: Bundle, number: int) -> None:
+    block = bundle.block_by_number(number)
+    block.data = bytes([block.data[0] ^ 1]) + block.data[1:]
+
+
+@pytest.mark.parametrize("broken", [None, 1, EXTENSION])
+def test_5_1_2_each_bib_operation_as_its_own_block(broken):
+    """A BIB over the payload and an extension block, against two one-target BIBs: the same
+    outcome when both operations pass and when either fails, and the policy (a BIB over the
+    payload) is met by the payload's operation, whichever block carries it."""
+    outcomes = []
+    for blocks in ([[1, EXTENSION]], [[1], [EXTENSION]]):
+        bundle = make_bundle()
+        for targets in blocks:
+            bib(bundle, targets)
+        if broken is not None:
+            tamper(bundle, broken)
+        outcomes.append(outcome(bundle, rule(bib="HMAC-SHA-256", key="k")))
+    assert outcomes[0] == outcomes[1]
+    if broken is None:
+        assert outcomes[0] == ("accepted", {}, {1, EXTENSION})
+    else:
+        assert outcomes[0] == ("refused", Reason.INTEGRITY_FAILED)
+
+
+def test_5_1_2_policy_checks_each_operation_target():
+    """The policy asks for the payload's operation, not for a BIB: a BIB whose two operations
+    pass but neither covers the payload is refused as one-target BIBs over those blocks are."""
+    required = rule(bib="HMAC-SHA-256", key="k")
+    outcomes = []
+    for blocks in ([[0, EXTENSION]], [[0], [EXTENSION]]):
+        bundle = make_bundle()
+        for targets in blocks:
+            bib(bundle, targets)
+        outcomes.append(outcome(bundle, required))
+    assert outcomes[0] == outcomes[1] == ("refused", PayloadReason.POLICY)
+
+
+@pytest.mark.parametrize("broken", [None, 1, EXTENSION])
+def test_5_1_1_each_bcb_operation_as_its_own_block(broken):
+    """A BCB over the payload and an extension block, against two one-target BCBs: the same
+    plaintexts when both operations pass, the same refusal when either fails; the policy (a BCB
+    over the payload) is met by the payload's operation, and not by the extension block's."""
+    required = rule(bcb="A256GCM", key="k")
+    outcomes = []
+    for blocks in ([[1, EXTENSION]], [[1], [EXTENSION]]):
+        bundle = make_bundle()
+        for targets in blocks:
+            bcb(bundle, targets)
+        if broken is not None:
+            tamper(bundle, broken)
+        outcomes.append(outcome(bundle, required))
+    assert outcomes[0] == outcomes[1]
+    if broken is None:
+        plaintext = {1: make_bundle().payload, EXTENSION: b"extension"}
+        assert outcomes[0] == ("accepted", plaintext, set())
+    else:
+        assert outcomes[0] == ("refused", Reason.DECRYPTION_FAILED)
+    bundle = make_bundle()
+    bcb(bundle, [EXTENSION])  # the one operation there is does not cover the payload
+    assert outcome(bundle, required) == ("refused", PayloadReason.POLICY)
+
+
+def test_4_integrity_scope_beyond_the_block_data():
+    """RFC 9173's scope flags (the rule's `scope`, default 7) put the primary block and the
+    target's and BIB's headers under the HMAC too; scope 0 covers the block data alone."""
+    for scope, covered in ((7, True), (1, True), (2, True), (0, False)):
+        bundle = make_bundle()
+        bib(bundle, [EXTENSION], scope=scope)
+        accepted(bundle)
+        changed = received(bundle)
+        if scope in (7, 1, 0):  # the primary block: another lifetime
+            changed.primary = replace(changed.primary, lifetime=1, _encoded=None)
+        else:  # the target's header: an assigned block flag
+            changed.block_by_number(EXTENSION).flags |= int(BlockFlags.REPLICATE_IN_FRAGMENTS)
+        if covered:
+            with pytest.raises(SecurityError) as caught:
+                accept(received(changed), KEYS)
+            assert caught.value.reason == Reason.INTEGRITY_FAILED
+        else:
+            assert accept(received(changed), KEYS).verified == {EXTENSION}
+    assert rule(bib="HMAC-SHA-256", key="k").scope == 7
+
+
+@pytest.mark.parametrize(
+    ("policy", "change", "reason"),
+    [
+        ({"bcb": "A256GCM", "key": "link"}, "payload", Reason.DECRYPTION_FAILED),
+        ({"bib": "HMAC-SHA-512", "key": "sign"}, "payload", Reason.INTEGRITY_FAILED),
+        ({"bcb": "A256GCM", "key": "link"}, "bcb", Reason.RULE_BROKEN),
+    ],
+)
+def test_5_1_security_failure_is_refused_and_counted_not_reported(policy, change, reason):
+    """This node takes none of RFC 9172's MAYs to report a failed or deleted operation: the
+    pipeline refuses the bundle with a reason, counts it, delivers nothing and makes no bundle
+    (no status report) of its own."""
+    earth, mars = pair(policy)
+    bundle = Bundle.decode(send(earth, b"status?", 1))
+    bundle.primary = replace(
+        bundle.primary, flags=bundle.primary.flags | BundleFlags.REPORT_DELETION, _encoded=None
+    )
+    if change == "payload":
+        tamper(bundle, 1)
+    else:  # a BCB marked "discard if unprocessable" (RFC 9172 §3.8)
+        bundle.block_of_type(BlockType.BCB).flags |= int(BlockFlags.DISCARD_IF_UNPROCESSABLE)
+    with pytest.raises(PayloadRejected) as caught:
+        receive(mars, bundle.encode())
+    assert caught.value.reason == reason
+    assert mars.rejections == {reason: 1} and "delivered" not in mars.counts
+    assert "sealed" not in mars.counts  # it sent nothing
+
+
+def test_5_1_2_no_bib_required_over_an_extension_block():
+    """The policy asks a BIB only over the payload (or, with a BCB, the primary block), whose
+    absence refuses the bundle; an extension block without one is kept and never removed."""
+    earth, mars = pair({"bib": "HMAC-SHA-512", "key": "sign"})
+    bundle = Bundle.create("ipn:1.1", "ipn:2.1", b"data", creation_time=1, sequence=1)
+    bundle.insert_block(CanonicalBlock(UNKNOWN_TYPE, bundle.next_block_number(), b"extra", 0, 0))
+    wire = earth.seal(bundle).encode()
+    arrived = Bundle.decode(wire)
+    assert accept(arrived, mars.key_for).verified == {1}  # the payload's BIB, no other
+    assert mars.deliver(arrived) == b"data"
+    assert arrived.encode() == wire
+
+
+def test_5_1_1_waypoint_forwards_a_bcb_unprocessed(tmp_path):
+    """a (ipn:1.0) encrypts for c (ipn:3.0) through b. The agent relays a bundle for another
+    node without the payload pipeline, so no policy directs b to process the BCB: the BCB and
+    the ciphertext reach c as a sent them, and c decrypts."""
+    policy = {"bcb": "A256GCM", "key": "link"}
+    a_pipeline = PayloadPipeline(
+        SecurityPolicy.from_config({"rule": [{"destination": "ipn:3.*", **policy}]}),
+        NODE_KEYS,
+        SOURCE,
+    )
+    c_pipeline = PayloadPipeline(
+        SecurityPolicy.from_config({"rule": [{"source": "ipn:1.*", **policy}]}),
+        NODE_KEYS,
+        EID.parse("ipn:3.0"),
+    )
+    net = chain(tmp_path)
+    sent = a_pipeline.send(b"for c only", "ipn:1.1", "ipn:3.1", creation_time=int(T0 * 1000))
+    secured = {
+        b.number: b.encode()
+        for b in sent.blocks
+        if b.block_type in (BlockType.BCB, BlockType.PAYLOAD)
+    }
+    net.nodes["a"].agent.submit_bundle(Bundle.decode(sent.encode()), net.now)
+    net.contact("a", "b", True)
+    net.contact("b", "c", True)
+    net.run_until(T0 + 100)
+    relayed = [Bundle.decode(d) for _, src, dst, d in net.sent if (src, dst) == ("b", "c")]
+    assert len(relayed) == 1 and net.nodes["b"].agent.counters["transmitted"] >= 1
+    for bundle in (relayed[0], net.nodes["c"].delivered[0].bundle):
+        assert {n: bundle.block_by_number(n).encode() for n in secured} == secured
+    assert c_pipeline.deliver(net.nodes["c"].delivered[0].bundle) == b"for c only"
+
+
+def test_5_1_refused_payload_is_not_reported_delivered(tmp_path):
+    """A bundle that asks for delivery and deletion reports, its ciphertext broken on the way:
+    the receiving node refuses it and tells its agent so (as the daemon does), and no report
+    goes back, neither "delivered" nor "deleted"; an intact one is reported delivered."""
+    earth, mars = pair({"bcb": "A256GCM", "key": "link"})
+    net = agent_pair(tmp_path)
+    a, b = net.nodes["a"], net.nodes["b"]
+    b.ack_deliveries = False
+    flags = BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION
+    for sequence, broken in ((1, True), (2, False)):
+        bundle = earth.send(
+            b"report?", "ipn:1.1", "ipn:2.1", creation_time=int(T0 * 1000),
+            sequence=sequence, report_to="ipn:1.9", flags=flags,
+        )  # fmt: skip
+        if broken:
+            tamper(bundle, 1)
+        a.agent.submit_bundle(bundle, net.now)
+    net.contact("a", "b", True)
+    net.run_until(T0 + 10)
+    for delivery in b.delivered:
+        try:
+            mars.deliver(delivery.bundle)
+        except PayloadRejected:
+            b.agent.delivered(delivery.delivery_id, net.now, refused=True)
+        else:
+            b.agent.delivered(delivery.delivery_id, net.now)
+    net.run_until(T0 + 20)
+    assert mars.rejections == {Reason.DECRYPTION_FAILED: 1}
+    reports = [decode_status_report(d.payload) for d in a.delivered if d.is_admin_record]
+    assert [(r.sequence, r.assertions[DELIVERED] is not None) for r in reports] == [(2, True)]
+    assert b.agent.counters["delivered"] == 1 and not b.agent.next_actions()

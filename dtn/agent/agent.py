@@ -211,14 +211,18 @@ class Agent:
         pipeline's), unique on this node across restarts."""
         return self._next_creation(now)
 
-    def delivered(self, delivery_id: int, now: float) -> bool:
+    def delivered(self, delivery_id: int, now: float, *, refused: bool = False) -> bool:
         """The application has taken the payload of a Deliver action: forget the bundle (its
-        ID stays known until it expires, so a late duplicate is not delivered again)."""
+        ID stays known until it expires, so a late duplicate is not delivered again).
+        `refused`: the payload failed a check on its way (security, policy) and is discarded,
+        processed no further (RFC 9172 5.1.1): neither counted nor reported as delivered."""
         self._now = now
         row = self.store.get(delivery_id)
         if row is None or row.state != State.DELIVERABLE:
             return False
         self.store.finish(delivery_id, State.DELIVERABLE)
+        if refused:
+            return True
         self.counters["delivered"] += 1
         bundle = Bundle.decode(row.data)
         if bundle.primary.flags & _REPORT_DELIVERY:

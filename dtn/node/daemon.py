@@ -372,7 +372,7 @@ class Node:
         self.counters["payload_rejected"] += 1
         log_event(self.log, "rejected", f"{bundle.id}: {exc}", logging.WARNING,
                   bundle=str(bundle.id))
-        self.agent.delivered(delivery_id, self.clock.now())  # never for an application
+        self.agent.delivered(delivery_id, self.clock.now(), refused=True)  # not reported
         self._kick()
 
     def _pump(self, endpoint: str) -> None:
