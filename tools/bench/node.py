@@ -13,7 +13,7 @@
     the two CLI processes).
 
     python -m tools.bench.node [--seconds 5] [--goodput-seconds 30] [--skip-goodput]
-                               [--skip-submissions]
+                               [--rate "6 Mbit/s"] [--size 1024] [--skip-submissions]
                                [--large-mib 2048 | --large-mib 0]
 """
 
@@ -130,9 +130,9 @@ async def _flow(sender: str, receiver: str, size: int, seconds: float, window: i
     return delivered, whole, 8 * steady_bytes / (seconds - steady_from)
 
 
-def goodput(seconds: float) -> None:
-    for rate in ("6 Mbit/s", "267 Mbit/s"):
-        for size in (1024, 1_000_000):
+def goodput(seconds: float, rates: list[str], sizes: list[int]) -> None:
+    for rate in rates:
+        for size in sizes:
             rate_bps = PARSE[rate]
             with tempfile.TemporaryDirectory() as folder:
                 net, earth, mars, emulator = earth_mars(
@@ -209,13 +209,18 @@ def main() -> None:
     parser.add_argument("--goodput-seconds", type=float, default=30.0,
                         help="of feeding each goodput run")
     parser.add_argument("--skip-goodput", action="store_true")
+    parser.add_argument("--rate", action="append", choices=list(PARSE),
+                        help="goodput at this link rate (repeatable; default: both)")
+    parser.add_argument("--size", action="append", type=int,
+                        help="goodput with bundles of this many bytes (repeatable; default: "
+                             "1024 and 1000000)")
     parser.add_argument("--skip-submissions", action="store_true")
     parser.add_argument("--large-mib", type=int, default=2048, help="0: skip the large file")
     args = parser.parse_args()
     if not args.skip_submissions:
         submissions(args.seconds)
     if not args.skip_goodput:
-        goodput(args.goodput_seconds)
+        goodput(args.goodput_seconds, args.rate or list(PARSE), args.size or [1024, 1_000_000])
     if args.large_mib:
         large_file(args.large_mib)
 
