@@ -43,6 +43,7 @@ class UdpRsEndpoint:
         self._links: dict[str, UdpRsLink] = {}
         self._addresses: dict[str, Address] = {}
         self._parked: dict[str, list[bytes]] = {}  # datagrams the kernel would not take yet
+        self._sent: set[str] = set()  # peers given bundles this turn, not yet pumped
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -83,15 +84,24 @@ class UdpRsEndpoint:
     # === sending ===============================================================================
 
     def send(self, name: str, bundle: bytes) -> None:
-        """Queue one bundle for a peer; what pacing allows goes out at once."""
-        now = self.clock.now()
-        link = self._links[name]
+        """Queue one bundle for a peer; what pacing allows goes out at the end of this turn of
+        the event loop, with the other bundles queued in it (their frames coded together)."""
         try:
-            link.send(bundle, now)
+            self._links[name].send(bundle, self.clock.now())
         except ValueError:
             self.counters["send_refused"] += 1  # counted by the link too; custody will retry
             return
-        self._pump(name, now)
+        if not self._sent:
+            self._loop.call_soon(self._pump_sent)
+        self._sent.add(name)
+
+    def _pump_sent(self) -> None:
+        names, self._sent = self._sent, set()
+        if self._sock is None:
+            return
+        now = self.clock.now()
+        for name in names:
+            self._pump(name, now)
         self._arm()
 
     def _pump(self, name: str, now: float) -> None:
