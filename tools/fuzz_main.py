@@ -14,8 +14,8 @@ import operator
 import re
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tools import fuzz_targets
