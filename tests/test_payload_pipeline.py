@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pipeline_helpers import EARTH, KEYS, MARS, RULES, TELEMETRY, pair, receive, send
 
 from dtn.bundle import EID, BlockFlags, BlockType, Bundle, BundleError, BundleFlags, CanonicalBlock
+from dtn.bundle.blocks import CRCType, PrimaryBlock, crc_value
 from dtn.payload import (
     COMPRESSION_BLOCK_TYPE,
     Algorithm,
@@ -538,3 +539,46 @@ def test_block_level_changes_get_the_same_answer_from_a_known_sender_path(name, 
     except (BundleError, ValueError):
         return  # not a bundle: the decoder's business, tested elsewhere
     assert outcome(warm, wire) == outcome(pair(RULES[name])[1], wire)
+
+
+def with_indefinite_primary(wire: bytes) -> bytes:
+    """The bundle with its primary block re-encoded as an indefinite-length array, which RFC
+    9171 §4.1 allows: the same fields, its CRC-32C made again over the new bytes."""
+    primary = Bundle.decode(wire).primary.encode()
+    assert wire[1 : 1 + len(primary)] == primary and primary[0] == 0x89  # 9 items, with CRC
+    assert primary[-5] == 0x44  # the CRC-32C, a 4-byte string, last
+    head, zeroed = b"\x9f" + primary[1:-5], b"\x44" + bytes(4)
+    crc = crc_value(CRCType.CRC32C, [head, zeroed, b"\xff"])
+    return b"\x9f" + head + b"\x44" + crc + b"\xff" + wire[1 + len(primary) :]
+
+
+@pytest.mark.parametrize("name", ["bcb-256", "bcb-128-scope-1", "bcb+bib"])
+def test_security_covers_the_canonical_primary_block_on_every_path(name, monkeypatch):
+    """BPSec covers the primary block's canonical (deterministic) form, RFC 9172 §4, however it
+    arrived. A bundle whose primary block is re-encoded in another CBOR form opens to the same
+    data on the known-sender path as on the general path; one whose BCB and BIB were computed
+    over the received bytes instead is refused by both."""
+    earth, warm = pair(RULES[name])
+    assert receive(warm, send(earth, TELEMETRY, sequence=1)) == TELEMETRY  # learns the sender
+    checked = []
+    monkeypatch.setattr(
+        pipeline_module, "accept", lambda *args: checked.append(args) or accept(*args)
+    )
+    wire = send(earth, TELEMETRY[:500], sequence=2)
+    recoded = with_indefinite_primary(wire)
+    bundle = Bundle.decode(recoded)
+    assert bundle.encode() == recoded  # forwarded as received (RFC 9171 §4.3.1)
+    assert bundle.primary.canonical_encoding() == Bundle.decode(wire).primary.encode()
+    assert receive(warm, recoded) == TELEMETRY[:500] and not checked  # the known-sender path
+    assert receive(pair(RULES[name])[1], recoded) == TELEMETRY[:500] and checked  # general
+
+    plain = Bundle.create("ipn:1.1", "ipn:2.1", TELEMETRY[:500], creation_time=800_000_000_000)
+    miscovered = Bundle.decode(with_indefinite_primary(plain.encode()))
+    with monkeypatch.context() as sender_bug:  # a sender covering the bytes as it sends them
+        sender_bug.setattr(PrimaryBlock, "canonical_encoding", PrimaryBlock.encode)
+        earth.seal(miscovered)
+    refused = miscovered.encode()
+    checked.clear()
+    answers = {outcome(warm, refused), outcome(pair(RULES[name])[1], refused)}
+    assert checked and not answers & {TELEMETRY[:500]}, answers
+    assert len(answers) == 1

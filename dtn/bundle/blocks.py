@@ -100,10 +100,11 @@ class PrimaryBlock:
     def is_fragment(self) -> bool:
         return bool(self.flags & IS_FRAGMENT)
 
-    def remember_encoding(self, state: tuple, encoded: bytes) -> None:
+    def remember_encoding(self, state: tuple, encoded: bytes, canonical: bytes = b"") -> None:
         """Keep `encoded` as the encoding of the fields in `state`: every field the encoding
-        depends on, in field order (the scanner's order too)."""
-        self._encoded = (state, encoded)
+        depends on, in field order (the scanner's order too). `canonical` is the deterministic
+        encoding when `encoded` is not it (a block received in another CBOR form)."""
+        self._encoded = (state, encoded, canonical or encoded)
 
     def encode(self) -> bytes:
         """The deterministic encoding with its CRC. It is kept with the fields it was made from
@@ -120,8 +121,14 @@ class PrimaryBlock:
             self.flags, self.crc_type, self.destination._cbor, self.source._cbor,
             self.report_to._cbor, self.creation_time, self.sequence, self.lifetime,
             self.fragment_offset, self.total_adu_length)
-        self._encoded = (state, encoded)
+        self._encoded = (state, encoded, encoded)
         return encoded
+
+    def canonical_encoding(self) -> bytes:
+        """The deterministic encoding with its CRC (the canonical form BPSec covers, RFC 9172
+        §4), also when encode() gives back received bytes in another CBOR form."""
+        self.encode()  # made again if a field has changed
+        return self._encoded[2]
 
 
 def _encode_primary_python(flags: int, crc_type: int, destination: bytes, source: bytes,

@@ -103,8 +103,9 @@ def _decode_primary(data: bytes, start: int) -> tuple[PrimaryBlock, int]:
               offset, total)
     primary = PrimaryBlock(*fields)
     # The primary block is immutable (RFC 9171 §4.3.1): encode() gives back the received bytes,
-    # also when they are not in the deterministic form the encoder writes.
-    primary.remember_encoding(fields, bytes(data[start:pos]))
+    # also when they are not in the deterministic form the encoder writes; that form is kept
+    # beside them for BPSec (canonical_encoding).
+    primary.remember_encoding(fields, bytes(data[start:pos]), primary.encode())
     return primary, pos
 
 

@@ -84,7 +84,7 @@ class FileSealer:
         bundle.blocks.insert(0, marker_block)
         self._bcb: BcbStream | None = None
         if protection is not None:
-            encoded, random_bytes = primary.encode(), pipeline.random_bytes
+            encoded, random_bytes = primary.canonical_encoding(), pipeline.random_bytes
             number = 3
             if protection.bib is not None:  # over the primary block, as seal() signs it
                 bundle.blocks.insert(
@@ -244,7 +244,7 @@ def _decryptor(pipeline: PayloadPipeline, bundle: Bundle, bcb: CanonicalBlock) -
     content_key = parameters.content_key(key, what)
     aad = scope_prefix(
         parameters.scope,
-        bundle.primary.encode(),
+        bundle.primary.canonical_encoding(),
         bundle.payload_block,
         block_header(_BCB, bcb.number, bcb.flags),
     )

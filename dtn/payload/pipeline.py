@@ -260,7 +260,11 @@ class PayloadPipeline:
         )
         if lone is not None and lone.plan is not None and _fastpath is not None:
             ciphertext, algorithm, bcb_data = _fastpath.seal_payload(
-                self._compressor.zstd, self._iv_source, data, primary.encode(), lone.plan
+                self._compressor.zstd,
+                self._iv_source,
+                data,
+                primary.canonical_encoding(),
+                lone.plan,
             )
             counts["compressed" if algorithm else "stored"] += 1
             payload.data = ciphertext
@@ -280,7 +284,7 @@ class PayloadPipeline:
         if compressed is not None:
             payload.data = compressed
         if lone is not None:
-            bcb = lone.encrypt(payload, primary.encode(), crc_type, self._random_bytes)
+            bcb = lone.encrypt(payload, primary.canonical_encoding(), crc_type, self._random_bytes)
             marker_block = CanonicalBlock(
                 COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
             )
@@ -300,7 +304,7 @@ class PayloadPipeline:
             self._protect_checked(bundle, protection.rule, crc_type)
             return bundle
         # The blocks and numbers bpsec.add_bib and add_bcb would add (_protect_checked).
-        encoded_primary, random_bytes = primary.encode(), self._random_bytes
+        encoded_primary, random_bytes = primary.canonical_encoding(), self._random_bytes
         bib, bcb = protection.bib, protection.bcb
         number += 1
         if bib is not None:
@@ -382,7 +386,7 @@ class PayloadPipeline:
             rule = self._policy.inbound(primary.source)
             bib_needed = rule is not None and rule.bib is not None
         if _fastpath is not None and not bib_needed:
-            data = self._open_known_fast(bundle, primary.encode())
+            data = self._open_known_fast(bundle, primary.canonical_encoding())
             if data is not None:
                 return data
         bcb = marker = bib = None
@@ -418,7 +422,8 @@ class PayloadPipeline:
             return None
         # As accept: the BCB decrypted first, then the BIB verified (here, over the primary)
         if bib is not None and not any(
-            template.check(bib, None, primary.encode()) for template in self._bib_openers.values()
+            template.check(bib, None, primary.canonical_encoding())
+            for template in self._bib_openers.values()
         ):
             return None
         return self._compressor.restore(plaintext, marker.data)

@@ -222,7 +222,7 @@ class BcbTemplate:
         if sealer is None:
             header = (target.block_type, target.number, target.flags)
             sealer = self.sealer(header, bcb.number, bcb.flags)
-        aad = sealer.aad(primary.encode())
+        aad = sealer.aad(primary.canonical_encoding())  # as accept: RFC 9172 §4
         aead = self.aead
         if aead is None:
             iv, wrapped, tag = holes

@@ -8,7 +8,6 @@ the selected parts, as a CBOR sequence; `scope_prefix` builds that shared start.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from enum import IntFlag
 from functools import lru_cache
 
@@ -49,7 +48,7 @@ def canonical_primary(primary: PrimaryBlock) -> bytes:
     """The primary block's canonical form (RFC 9172 §4): its deterministic CBOR encoding, also
     when the bundle arrived encoded otherwise (`encode` then gives back those bytes, RFC 9171
     §4.3.1)."""
-    return replace(primary, _encoded=None).encode()
+    return primary.canonical_encoding()
 
 
 def check_scope(scope: object, what: str) -> int:
