@@ -145,10 +145,10 @@ def test_custody_release_touches_only_bundles_sent_with_custody(tmp_path):
     ids = store.add_many([record(i) for i in range(5)])
     for bundle_id in ids[:3]:
         store.mark_in_flight(bundle_id, retransmit_at=100.0)
-    assert store.release(ids[0], ids[-1]) == 3
+    assert len(store.release(ids[0], ids[-1])) == 3
     assert [store.get(i).state for i in ids] == [State.DONE] * 3 + [State.PENDING] * 2
     assert store.get(ids[0]).data is None
-    assert store.release(ids[0], ids[-1]) == 0  # idempotent
+    assert store.release(ids[0], ids[-1]) == []  # idempotent
     assert store.bundle_count == 2
 
 
@@ -159,9 +159,9 @@ def test_custody_timer_queries(tmp_path):
     store.mark_in_flight(ids[1], 20.0)
     assert store.next_retransmit("b") == 20.0
     assert store.next_retransmit("c") is None
-    assert store.requeue_overdue("b", 30.0) == 1
+    assert store.requeue_overdue("b", 30.0) == [ids[1]]
     assert [b.id for b in store.due("b", 10)] == [ids[1], ids[2]]
-    assert store.release(ids[1], ids[1]) == 1  # a late signal still releases it
+    assert store.release(ids[1], ids[1]) == [(ids[1], "b", 20.0)]  # a late signal releases it
 
 
 def test_purge_removes_expired_rows_and_returns_the_live_ones(tmp_path):

@@ -373,21 +373,22 @@ class BundleStore:
             (retransmit_at, bundle_id),
         )
 
-    def requeue_overdue(self, next_hop: str, link_time: float) -> int:
-        """Put back in the queue the bundles whose custody timer has run out; how many."""
-        cursor = self._write().execute(
+    def requeue_overdue(self, next_hop: str, link_time: float) -> list[int]:
+        """Put back in the queue the bundles whose custody timer has run out; their IDs."""
+        rows = self._write().execute(
             f"UPDATE bundles SET state = {State.PENDING} WHERE next_hop = ? "
-            f"AND state = {State.IN_FLIGHT} AND retransmit_at <= ?",
+            f"AND state = {State.IN_FLIGHT} AND retransmit_at <= ? RETURNING id",
             (next_hop, link_time),
         )
-        return cursor.rowcount
+        return [row[0] for row in rows]
 
-    def _to_tombstone(self, where: str, params: tuple) -> int:
+    def _to_tombstone(self, where: str, params: tuple) -> list[tuple]:
+        """Rows (size, file, id, next_hop, retransmit_at) turned into tombstones."""
         rows = (
             self._write()
             .execute(
                 f"UPDATE bundles SET state = {State.DONE}, data = NULL WHERE {where} "
-                "RETURNING size, file, id",
+                "RETURNING size, file, id, next_hop, retransmit_at",
                 params,
             )
             .fetchall()
@@ -398,19 +399,21 @@ class BundleStore:
             self._db.executemany("UPDATE bundles SET file = NULL WHERE id = ?", with_file)
         self._count -= len(rows)
         self._bytes -= sum(row[0] for row in rows)
-        return len(rows)
+        return rows
 
-    def release(self, first: int, last: int) -> int:
-        """Custody released for IDs first..last: drop the bytes of those sent with custody."""
-        return self._to_tombstone(
+    def release(self, first: int, last: int) -> list[tuple[int, str, float]]:
+        """Custody released for IDs first..last: drop the bytes of those sent with custody.
+        The (ID, next hop, retransmit_at) of each released, to learn how long signals take."""
+        rows = self._to_tombstone(
             f"id BETWEEN ? AND ? AND state IN ({State.PENDING}, {State.IN_FLIGHT}) "
             "AND retransmit_at IS NOT NULL",
             (first, last),
         )
+        return [(row[2], row[3], row[4]) for row in rows]
 
     def finish(self, bundle_id: int, state: State) -> bool:
         """Turn a bundle that is in `state` into a tombstone; whether it was."""
-        return self._to_tombstone("id = ? AND state = ?", (bundle_id, int(state))) == 1
+        return len(self._to_tombstone("id = ? AND state = ?", (bundle_id, int(state)))) == 1
 
     def purge_expired(self, now: float, limit: int) -> list[StoredBundle]:
         """Delete up to `limit` rows whose lifetime ended by `now`; the live ones deleted."""
