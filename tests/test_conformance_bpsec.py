@@ -613,19 +613,25 @@ def tamper(bundle: Bundle, number: int) -> None:
     block.data = bytes([block.data[0] ^ 1]) + block.data[1:]
 
 
+def grouped_and_split(add, targets: list[int], policy, broken: int | None = None) -> list:
+    """The outcomes for one block of `add` over all `targets`, then one block per target."""
+    outcomes = []
+    for blocks in ([targets], [[target] for target in targets]):
+        bundle = make_bundle()
+        for block_targets in blocks:
+            add(bundle, block_targets)
+        if broken is not None:
+            tamper(bundle, broken)
+        outcomes.append(outcome(bundle, policy))
+    return outcomes
+
+
 @pytest.mark.parametrize("broken", [None, 1, EXTENSION])
 def test_5_1_2_each_bib_operation_as_its_own_block(broken):
     """A BIB over the payload and an extension block, against two one-target BIBs: the same
     outcome when both operations pass and when either fails, and the policy (a BIB over the
     payload) is met by the payload's operation, whichever block carries it."""
-    outcomes = []
-    for blocks in ([[1, EXTENSION]], [[1], [EXTENSION]]):
-        bundle = make_bundle()
-        for targets in blocks:
-            bib(bundle, targets)
-        if broken is not None:
-            tamper(bundle, broken)
-        outcomes.append(outcome(bundle, rule(bib="HMAC-SHA-256", key="k")))
+    outcomes = grouped_and_split(bib, [1, EXTENSION], rule(bib="HMAC-SHA-256", key="k"), broken)
     assert outcomes[0] == outcomes[1]
     if broken is None:
         assert outcomes[0] == ("accepted", {}, {1, EXTENSION})
@@ -636,13 +642,7 @@ def test_5_1_2_each_bib_operation_as_its_own_block(broken):
 def test_5_1_2_policy_checks_each_operation_target():
     """The policy asks for the payload's operation, not for a BIB: a BIB whose two operations
     pass but neither covers the payload is refused as one-target BIBs over those blocks are."""
-    required = rule(bib="HMAC-SHA-256", key="k")
-    outcomes = []
-    for blocks in ([[0, EXTENSION]], [[0], [EXTENSION]]):
-        bundle = make_bundle()
-        for targets in blocks:
-            bib(bundle, targets)
-        outcomes.append(outcome(bundle, required))
+    outcomes = grouped_and_split(bib, [0, EXTENSION], rule(bib="HMAC-SHA-256", key="k"))
     assert outcomes[0] == outcomes[1] == ("refused", PayloadReason.POLICY)
 
 
@@ -652,14 +652,7 @@ def test_5_1_1_each_bcb_operation_as_its_own_block(broken):
     plaintexts when both operations pass, the same refusal when either fails; the policy (a BCB
     over the payload) is met by the payload's operation, and not by the extension block's."""
     required = rule(bcb="A256GCM", key="k")
-    outcomes = []
-    for blocks in ([[1, EXTENSION]], [[1], [EXTENSION]]):
-        bundle = make_bundle()
-        for targets in blocks:
-            bcb(bundle, targets)
-        if broken is not None:
-            tamper(bundle, broken)
-        outcomes.append(outcome(bundle, required))
+    outcomes = grouped_and_split(bcb, [1, EXTENSION], required, broken)
     assert outcomes[0] == outcomes[1]
     if broken is None:
         plaintext = {1: make_bundle().payload, EXTENSION: b"extension"}
