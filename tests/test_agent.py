@@ -103,6 +103,25 @@ def test_paced_link_sends_no_more_than_its_rate_allows(tmp_path):
     assert times[-1] - times[0] == pytest.approx(20 * 0.5, abs=1.0)
 
 
+def test_a_link_layer_behind_its_rate_is_handed_no_more_until_it_drains(tmp_path):
+    """The pacing counts from what the convergence layer reports it still holds: a layer that
+    is 10 s of link time behind gets nothing new, and is fed again once it has caught up."""
+    net = pair(tmp_path, owlt=1.0, a_link=Link("b", owlt=1.0, rate_bps=8_000))  # 1000 B/s
+    a = net.nodes["a"]
+    net.contact("a", "b", True)
+    sent = len(net.sent)
+    a.agent.link_backlog("b", 10_000, net.now)  # 10 s of link time still queued below
+    for i in range(5):
+        a.agent.submit(bytes(450) + bytes([i]), "ipn:2.1", net.now)
+    net._collect()
+    assert len(net.sent) == sent  # nothing handed over
+    assert a.agent.next_deadline() == pytest.approx(net.now + 10 - 1, abs=1e-3)  # minus window
+    a.agent.link_backlog("b", 0, net.now)  # caught up early
+    a.agent.timer(net.now)
+    net._collect()
+    assert 2 <= len(net.sent) - sent <= 4  # a pacing window's worth again
+
+
 def test_expiry_during_a_long_outage_with_a_deletion_report(tmp_path):
     net = pair(tmp_path, owlt=1200.0)
     a, b = net.nodes["a"], net.nodes["b"]

@@ -266,6 +266,18 @@ class Agent:
         self._backlog.pop(neighbour, None)
         self._busy_until.pop(neighbour, None)
 
+    def link_backlog(self, neighbour: str, queued_bytes: int, now: float) -> None:
+        """What the convergence layer still holds for a neighbour, as it reports it: the
+        pacing then counts from that, not from the rate alone, so a layer that sends slower
+        than its rate (a busy CPU) is not handed more than `pacing_window` of it. Without this
+        its queue grew past a gigabyte and the custody timers ran out while bundles still sat
+        in it, each sent again into the same queue."""
+        link = self.router.link(neighbour, now)
+        if link.rate_bps:
+            busy = self._busy_until[neighbour] = now + 8 * queued_bytes / link.rate_bps
+            if neighbour in self._backlog:  # bundles wait: pump again once there is room
+                self._backlog[neighbour] = busy - self.config.pacing_window
+
     def reroute(self, now: float) -> None:
         """Give queued bundles that had no route another chance (call after a route change)."""
         self._now = now

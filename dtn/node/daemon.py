@@ -176,6 +176,7 @@ class Node:
         if self._closed:
             return
         durable, self._durable = self._durable, []
+        self._report_backlogs()
         try:
             actions = self.agent.next_actions()
         except StoreError as exc:
@@ -218,8 +219,15 @@ class Node:
         self._timer = None
         if self._closed:
             return
+        self._report_backlogs()
         self.agent.timer(self.clock.now())
         self._kick()
+
+    def _report_backlogs(self) -> None:
+        """Tell the agent what each link's convergence layer still holds (its pacing)."""
+        now = self.clock.now()
+        for name in self._up:
+            self.agent.link_backlog(name, self.links[name].queued_bytes, now)
 
     def _on_bundles(self, neighbour: str, bundles: list[bytes]) -> None:
         if self._closed:
