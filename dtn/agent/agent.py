@@ -25,7 +25,7 @@ in memory there are only per-neighbour figures and bounded caches.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from dtn.bundle import (
@@ -60,7 +60,6 @@ from .custody import (
     CustodyReason,
     CustodySignal,
     SignalAggregator,
-    SignalDelay,
 )
 from .fragment import FragmentError, adu_key, covers, fragment, reassemble, reassemble_into
 from .linkclock import LinkClock
@@ -78,7 +77,13 @@ _LOCAL_CACHE_MAX = 4096
 
 DATA_PRIORITY = 1
 ADMIN_PRIORITY = 2  # custody signals and status reports overtake data in the queue
-_SENT_AGAIN_MAX = 1 << 17  # retransmitted custody IDs remembered for Karn's rule
+_SENT_AGAIN_MAX = 1 << 17  # retransmitted custody IDs: no reference for fast retransmission
+
+
+def _reorder_guard(base: float) -> float:
+    """How much earlier than an accepted bundle one must have been sent for its absence from
+    the same signal to mean it was lost: the receiver's signal_delay and processing."""
+    return max(2.0, 0.1 * base)
 _TIMER_SLACK = 1e-6  # s: a timer read at its own deadline fires despite float rounding
 _FRAGMENT_SLACK = 16  # bytes the per-hop blocks of a fragment may outgrow those measured
 _PAGE = 256  # rows per store query when walking a backlog
@@ -141,7 +146,6 @@ class Agent:
         self._busy_until: dict[str, float] = {}  # paced links: when the queued bytes are out
         self._backlog: dict[str, float] = {}  # neighbour -> when to send more to it
         self._retransmit_cache: dict[str, float | None] = {}
-        self._signal_delays: defaultdict[str, SignalDelay] = defaultdict(SignalDelay)
         self._sent_again: set[int] = set()  # custody IDs retransmitted, not yet released
         self._woken: set[str] = set()
         self._local: dict[EID, bool] = {}
@@ -298,14 +302,9 @@ class Agent:
                 continue
             due = self._next_retransmit(neighbour)
             if due is not None and due <= clock.read(now) + _TIMER_SLACK:
-                late = clock.read(now) + _TIMER_SLACK - self._slack(neighbour, now)
-                requeued = self.store.requeue_overdue(neighbour, late)
+                requeued = self.store.requeue_overdue(neighbour, clock.read(now) + _TIMER_SLACK)
                 self.counters["retransmissions"] += len(requeued)
-                if requeued:
-                    self._signal_delays[neighbour].timed_out()
-                    self._sent_again.update(requeued)
-                    while len(self._sent_again) > _SENT_AGAIN_MAX:
-                        self._sent_again.pop()  # a sample it gives is merely ambiguous
+                self._remember_sent_again(requeued)
                 self._retransmit_cache.pop(neighbour, None)
                 self._woken.add(neighbour)
             if self._backlog.get(neighbour, math.inf) <= now:
@@ -624,7 +623,10 @@ class Agent:
         if signal.accepted or signal.reason not in _RETRY_REASONS:
             rows = [row for first, last in signal.ranges for row in self.store.release(first, last)]
             released = len(rows)
-            self._learn_signal_delay(rows)
+            sent_once = [row for row in rows if row[0] not in self._sent_again]
+            self._sent_again.difference_update(row[0] for row in rows)
+            if signal.accepted:
+                self._resend_skipped(sent_once)
             self.counters["custody_released"] += released
             self._retransmit_cache.clear()
             if released:
@@ -838,39 +840,39 @@ class Agent:
         self._redeliver_after = rows[-1].id if len(rows) == _PAGE else None
 
     def _next_retransmit(self, neighbour: str) -> float | None:
-        """The link-clock reading at which the next bundle sent to a neighbour goes again."""
         if neighbour not in self._retransmit_cache:
             self._retransmit_cache[neighbour] = self.store.next_retransmit(neighbour)
-        due = self._retransmit_cache[neighbour]
-        return None if due is None else due + self._slack(neighbour, self._now)
+        return self._retransmit_cache[neighbour]
 
     def _base_timeout(self, link: Link) -> float:
         return 2 * link.owlt + self.config.custody_margin
 
-    def _slack(self, neighbour: str, now: float) -> float:
-        """What a neighbour's signals have shown they need beyond the base timeout."""
-        delays = self._signal_delays.get(neighbour)
-        if delays is None:
-            return 0.0
-        return delays.slack(self._base_timeout(self.router.link(neighbour, now)))
-
-    def _learn_signal_delay(self, released: list[tuple[int, str, float]]) -> None:
-        """One sample per neighbour from a signal's releases of bundles sent once
-        (retransmit_at = sent + base)."""
-        longest: dict[str, float] = {}
-        for custody_id, neighbour, retransmit_at in released:
-            clock = self._clocks.get(neighbour)
-            if custody_id in self._sent_again:
-                self._sent_again.discard(custody_id)
-                continue
-            if clock is None:
+    def _resend_skipped(self, released: list[tuple[int, str, float]]) -> None:
+        """Fast retransmission: a signal accepting bundles sent once at some time leaves out
+        those sent well before them only if they were lost (the receiver signals what it took
+        in order of arrival), so those go again now rather than when their timer runs out.
+        `released` is (custody ID, next hop, retransmit_at = sent + base timeout)."""
+        newest: dict[str, float] = {}
+        for _, neighbour, retransmit_at in released:
+            newest[neighbour] = max(retransmit_at, newest.get(neighbour, -math.inf))
+        for neighbour, retransmit_at in newest.items():
+            if neighbour not in self._clocks:
                 continue
             base = self._base_timeout(self.router.link(neighbour, self._now))
-            waited = clock.read(self._now) - (retransmit_at - base)
-            longest[neighbour] = max(waited, longest.get(neighbour, 0.0))
-        for neighbour, waited in longest.items():
-            if waited > 0:
-                self._signal_delays[neighbour].sample(waited)
+            skipped = self.store.requeue_overdue(neighbour, retransmit_at - _reorder_guard(base))
+            if skipped:
+                self.counters["retransmissions"] += len(skipped)
+                self.counters["fast_retransmissions"] += len(skipped)
+                self._remember_sent_again(skipped)
+                self._retransmit_cache.pop(neighbour, None)
+                self._woken.add(neighbour)
+
+    def _remember_sent_again(self, custody_ids: list[int]) -> None:
+        """Bundles sent twice are no reference for _resend_skipped: the signal that released
+        one may answer its first copy, sent long before the others it released."""
+        self._sent_again.update(custody_ids)
+        while len(self._sent_again) > _SENT_AGAIN_MAX:
+            self._sent_again.pop()
 
     def _clock(self, neighbour: str) -> LinkClock:
         clock = self._clocks.get(neighbour)

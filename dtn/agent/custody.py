@@ -230,38 +230,3 @@ class SignalAggregator:
         self._due = None
         return signals
 
-
-class SignalDelay:
-    """How long one neighbour's custody signals take, learnt as RFC 6298 learns a TCP round
-    trip: the timer is `base` (2 x light time + margin) until signals show they take longer,
-    then srtt + 4 x rttvar; each time it runs out the timer doubles (backoff) until a signal
-    for a bundle sent once gives a sample again (Karn: one for a bundle sent twice could answer
-    either copy). A receiver that falls behind (CPU, queues) would otherwise have every bundle
-    sent again while its signal is still on the way, doubling its load. The timer never
-    exceeds MAX_STRETCH x base."""
-
-    __slots__ = ("srtt", "rttvar", "backoff")
-
-    MAX_STRETCH = 4.0
-
-    def __init__(self) -> None:
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.backoff = 1.0
-
-    def sample(self, delay: float) -> None:
-        """The longest wait among the bundles, sent once, that one signal released."""
-        if self.srtt is None:
-            self.srtt, self.rttvar = delay, delay / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - delay)
-            self.srtt = 0.875 * self.srtt + 0.125 * delay
-        self.backoff = 1.0
-
-    def timed_out(self) -> None:
-        self.backoff = min(2 * self.backoff, self.MAX_STRETCH)
-
-    def slack(self, base: float) -> float:
-        """Seconds to wait beyond `base` before a bundle sent with custody goes again."""
-        learnt = base if self.srtt is None else max(base, self.srtt + 4 * self.rttvar)
-        return min(learnt * self.backoff, self.MAX_STRETCH * base) - base
