@@ -78,12 +78,6 @@ _LOCAL_CACHE_MAX = 4096
 DATA_PRIORITY = 1
 ADMIN_PRIORITY = 2  # custody signals and status reports overtake data in the queue
 _SENT_AGAIN_MAX = 1 << 17  # retransmitted custody IDs: no reference for fast retransmission
-
-
-def _reorder_guard(base: float) -> float:
-    """How much earlier than an accepted bundle one must have been sent for its absence from
-    the same signal to mean it was lost: the receiver's signal_delay and processing."""
-    return max(2.0, 0.1 * base)
 _TIMER_SLACK = 1e-6  # s: a timer read at its own deadline fires despite float rounding
 _FRAGMENT_SLACK = 16  # bytes the per-hop blocks of a fragment may outgrow those measured
 _PAGE = 256  # rows per store query when walking a backlog
@@ -99,6 +93,7 @@ _KNOWN_BLOCKS = frozenset(
     }
 )
 _PER_HOP_BLOCKS = frozenset({BlockType.PREVIOUS_NODE, CUSTODY_BLOCK_TYPE})
+
 # Refusals after which the bundle is worth sending again when the custody timer runs out.
 _RETRY_REASONS = frozenset(
     {
@@ -998,3 +993,9 @@ def _size_limit(link: Link, bundle: Bundle) -> int | None:
     if preferred is None or bundle.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
         return hard
     return preferred if hard is None else min(hard, preferred)
+
+
+def _reorder_guard(base: float) -> float:
+    """How much earlier than an accepted bundle one must have been sent for its absence from
+    the same signal to mean it was lost: the receiver's signal_delay and processing."""
+    return max(2.0, 0.1 * base)

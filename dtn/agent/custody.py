@@ -229,4 +229,3 @@ class SignalAggregator:
         self._pending.clear()
         self._due = None
         return signals
-

@@ -38,7 +38,7 @@ PROTOCOL_VERSION = 1
 _READ_SIZE = 1 << 20
 _WRITE_BATCH = 1 << 18
 _END = object()  # end of a stream's chunks
-CONCURRENT_SENDS = 256  # per connection: the daemon's own bound on what one commit holds
+CONCURRENT_SENDS = 256  # per connection: sends waiting for their commit at once
 
 
 class _Closed(Exception):

@@ -32,7 +32,7 @@ from .asb import AbstractSecurityBlock
 from .errors import Reason, SecurityError
 from .hmac_sha2 import BibParameters, ShaVariant
 from .keywrap import wrap_key
-from .scope import FULL_SCOPE, block_header, canonical_primary, scope_prefix
+from .scope import FULL_SCOPE, block_header, scope_prefix
 
 PRIMARY_BLOCK = 0  # the number a security target uses for the primary block
 # Enum members read once: looking one up on its class costs more than the comparison.
@@ -83,7 +83,7 @@ def add_bib(
     parameters = BibParameters(variant, _check_new_scope(scope), wrapped)
     number = _new_block_number(bundle, blocks, block_number)
     header = block_header(_BIB, number, flags)
-    primary = canonical_primary(bundle.primary)
+    primary = bundle.primary.canonical_encoding()
     results = []
     for target_number in targets:
         target = blocks.get(target_number)
@@ -136,7 +136,7 @@ def add_bcb(
     scope = _check_new_scope(scope)
     number = _new_block_number(bundle, blocks, block_number)
     header = block_header(_BCB, number, flags)
-    primary = canonical_primary(bundle.primary)
+    primary = bundle.primary.canonical_encoding()
     results = []
     for target_number in targets:
         target = blocks[target_number]
@@ -183,7 +183,7 @@ def accept(bundle: Bundle, keys: KeyLookup) -> Accepted:
     security = [block for block in bundle.blocks if block.block_type in _SECURITY_TYPES]
     if not security:
         return accepted
-    primary = canonical_primary(bundle.primary)
+    primary = bundle.primary.canonical_encoding()
     bcb_targets: dict[int, set[int]] = {}  # target -> the targets of the BCB that encrypted it
     for block in security:
         if block.block_type == _BCB:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import IntFlag
 from functools import lru_cache
 
-from dtn.bundle import BlockFlags, CanonicalBlock, PrimaryBlock, cbor
+from dtn.bundle import BlockFlags, CanonicalBlock, cbor
 
 from .errors import Reason, SecurityError
 
@@ -42,13 +42,6 @@ _ASSIGNED_BLOCK_FLAGS = int(
 def block_header(block_type: int, number: int, flags: int) -> bytes:
     """The canonical header of a canonical block: type code, number, flags, as CBOR uints."""
     return cbor.uint(block_type) + cbor.uint(number) + cbor.uint(flags & _ASSIGNED_BLOCK_FLAGS)
-
-
-def canonical_primary(primary: PrimaryBlock) -> bytes:
-    """The primary block's canonical form (RFC 9172 §4): its deterministic CBOR encoding, also
-    when the bundle arrived encoded otherwise (`encode` then gives back those bytes, RFC 9171
-    §4.3.1)."""
-    return primary.canonical_encoding()
 
 
 def check_scope(scope: object, what: str) -> int:

@@ -403,7 +403,7 @@ class BundleStore:
 
     def release(self, first: int, last: int) -> list[tuple[int, str, float]]:
         """Custody released for IDs first..last: drop the bytes of those sent with custody.
-        The (ID, next hop, retransmit_at) of each released, to learn how long signals take."""
+        The (ID, next hop, retransmit_at) of each released: what fast retransmission goes by."""
         rows = self._to_tombstone(
             f"id BETWEEN ? AND ? AND state IN ({State.PENDING}, {State.IN_FLIGHT}) "
             "AND retransmit_at IS NOT NULL",
