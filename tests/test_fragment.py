@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from test_agent_harness import T0, chain
 
 from dtn.agent import AgentConfig, FragmentError, Link, fragment, reassemble
-from dtn.bundle import BlockFlags, Bundle, BundleFlags, CanonicalBlock
+from dtn.agent.fragment import Coverage
+from dtn.bundle import BlockFlags, BlockType, Bundle, BundleFlags, CanonicalBlock
 
 SOURCE, DESTINATION = "ipn:1.5", "ipn:3.1"
 
@@ -41,6 +42,13 @@ def test_only_replicated_blocks_repeat():
     assert len(pieces) > 2
     assert [b.block_type for b in pieces[0].blocks] == [10, 200, 201, 1]
     assert all([b.block_type for b in p.blocks] == [201, 1] for p in pieces[1:])
+
+
+def test_every_fragment_of_a_bundle_without_a_clock_carries_its_age():
+    pieces = fragment(Bundle.create(SOURCE, DESTINATION, bytes(2000), creation_time=0), 600)
+    assert len(pieces) > 2
+    for piece in pieces:  # RFC 9171 4.4.2: each is a bundle of creation time 0
+        assert Bundle.decode(piece.encode()).block_of_type(BlockType.BUNDLE_AGE) is not None
 
 
 def test_fragmenting_a_fragment_keeps_adu_offsets():
@@ -172,3 +180,64 @@ def test_fragment_above_is_a_preference_a_must_not_fragment_bundle_ignores(tmp_p
     assert fragments and all(len(b.encode()) <= 700 for b in fragments)
     assert [len(b.payload) for b in to_c if not b.primary.is_fragment] == [len(whole)]
     assert sorted(d.payload for d in c.delivered) == sorted([cut, whole])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 120), st.integers(0, 40)), max_size=12),
+       st.integers(0, 130))
+def test_coverage_is_the_union_of_its_spans(spans, total):
+    held = set()
+    for offset, length in spans:
+        held.update(range(offset, offset + length))
+    expected = bool(spans) and held >= set(range(total)) and (total > 0 or 0 in held or
+                                                              any(o == 0 for o, _ in spans))
+    assert Coverage(spans).covers(total) == expected
+    assert Coverage(reversed(spans)).covers(total) == expected  # arrival order does not matter
+
+
+def arriving(payload: bytes, lifetime: int = 3_600_000) -> Bundle:
+    """A bundle from a node without a clock: its age block says it is fresh on arrival."""
+    return Bundle.create(SOURCE, DESTINATION, payload, creation_time=0, sequence=3,
+                         lifetime=lifetime)
+
+
+def test_fragments_of_one_adu_cost_no_pass_over_the_others(tmp_path):
+    net = chain(tmp_path)
+    c = net.nodes["c"]
+    payload = bytes(range(256)) * 40
+    pieces = fragment(arriving(payload), 300)
+    queries = 0
+    spans = c.agent.store.fragment_spans
+
+    def counted(adu):
+        nonlocal queries
+        queries += 1
+        return spans(adu)
+
+    c.agent.store.fragment_spans = counted
+    for piece in pieces:
+        c.agent.receive(piece.encode(), "b", net.now)
+    net.run_until(net.now + 1)
+    assert len(pieces) > 40
+    assert queries == 2  # the first fragment's, and the check against the store at the end
+    assert [d.payload for d in c.delivered] == [payload]
+
+
+def test_fragments_that_expired_are_waited_for_again(tmp_path):
+    net = chain(tmp_path)
+    c = net.nodes["c"]
+    payload = bytes(range(256)) * 8
+    first, second, *rest = fragment(arriving(payload, lifetime=60_000), 400)
+    for piece in (first, second):
+        c.agent.receive(piece.encode(), "b", net.now)
+    net.run_until(net.now + 61)  # their lifetime, counted from arrival, ends
+    assert c.agent.counters["expired"] == 2
+    for piece in rest:
+        c.agent.receive(piece.encode(), "b", net.now)
+    net.run_until(net.now + 1)
+    assert c.delivered == []
+    for piece in (first, second):
+        c.agent.receive(piece.encode(), "b", net.now)
+    net.run_until(net.now + 1)
+    assert [d.payload for d in c.delivered] == [payload]
+    assert c.agent.counters["reassembled"] == 1

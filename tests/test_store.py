@@ -214,6 +214,22 @@ def test_not_a_store_is_a_clear_error(tmp_path):
         BundleStore(tmp_path / "s.db", synchronous="OFF")
 
 
+def test_a_store_that_fails_to_open_leaves_no_connection_behind(tmp_path):
+    path = tmp_path / "s.db"
+    BundleStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', 'x')")
+    db.close()
+    gc.disable()  # the connection must close at once, not when the collector finds it
+    try:
+        with pytest.raises(StoreError, match="next_id"):
+            BundleStore(path)
+        open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    finally:
+        gc.enable()
+    assert not {str(path), f"{path}-wal"} & open_files
+
+
 def test_other_schema_version_is_refused(tmp_path):
     BundleStore(tmp_path / "s.db").close()
     db = sqlite3.connect(tmp_path / "s.db")

@@ -135,7 +135,11 @@ def main() -> int:
     print(f"\n{args.name}: {stats.get('average_exec_per_sec', 0)} inputs/s, "
           f"{stats.get('number_of_executed_units', 0)} inputs, {len(found)} crashes, "
           f"peak RSS {stats.get('peak_rss_mb', 0)} MB (libFuzzer exit {code}; log {log_path})")
+    report = log_path.read_text().partition("=== Uncaught Python exception: ===")[2]
     for path in found:
+        # Kept beside the input: the next run of the target overwrites its log.
+        if report:
+            path.with_name(path.name + ".txt").write_text(report)
         print(f"  crash input: {path}")
     return 1 if found or code else 0
 

@@ -61,7 +61,14 @@ from .custody import (
     CustodySignal,
     SignalAggregator,
 )
-from .fragment import FragmentError, adu_key, covers, fragment, reassemble, reassemble_into
+from .fragment import (
+    Coverage,
+    FragmentError,
+    adu_key,
+    fragment,
+    reassemble,
+    reassemble_into,
+)
 from .linkclock import LinkClock
 from .routing import Link, Router
 
@@ -74,6 +81,8 @@ _REPORT_DELIVERY = int(BundleFlags.REPORT_DELIVERY)
 _REPORT_DELETION = int(BundleFlags.REPORT_DELETION)
 _STATUS_TIME = int(BundleFlags.STATUS_TIME_REQUESTED)
 _LOCAL_CACHE_MAX = 4096
+# ADUs whose fragment coverage is kept in memory; one pushed out is read again from the store.
+_COVERAGE_MAX = 256
 
 DATA_PRIORITY = 1
 ADMIN_PRIORITY = 2  # custody signals and status reports overtake data in the queue
@@ -144,6 +153,7 @@ class Agent:
         self._sent_again: set[int] = set()  # custody IDs retransmitted, not yet released
         self._woken: set[str] = set()
         self._local: dict[EID, bool] = {}
+        self._coverage: dict[str, Coverage] = {}  # ADU key -> what its stored fragments hold
         self._expiry = store.next_expiry()
         self._now = -math.inf
         ct, _, seq = str(store.get_meta(_CREATION_META, "0.-1")).partition(".")
@@ -552,10 +562,23 @@ class Agent:
 
     def _try_reassembly(self, piece: Bundle, now: float) -> None:
         adu = adu_key(piece)
+        total = piece.primary.total_adu_length
+        coverage = self._coverage.pop(adu, None)  # popped and put back: the newest last
+        if coverage is None:
+            spans = self.store.fragment_spans(adu)  # this piece's row among them
+            coverage = Coverage((offset, length) for _, offset, length in spans)
+        else:
+            coverage.add(piece.primary.fragment_offset, len(piece.payload))
+        if not coverage.covers(total):
+            self._coverage[adu] = coverage
+            if len(self._coverage) > _COVERAGE_MAX:
+                del self._coverage[next(iter(self._coverage))]
+            return
+        # Checked against the store: expiry may have removed fragments the cache still counts.
         spans = self.store.fragment_spans(adu)
-        if not covers(
-            [(offset, length) for _, offset, length in spans], piece.primary.total_adu_length
-        ):
+        held = Coverage((offset, length) for _, offset, length in spans)
+        if not held.covers(total):
+            self._coverage[adu] = held
             return
         spans.sort(key=lambda span: span[1])  # by offset: the first fragment's row comes first
         first = self.store.get(spans[0][0])

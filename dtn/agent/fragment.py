@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import BinaryIO
@@ -34,7 +35,8 @@ def fragment(bundle: Bundle, max_size: int) -> list[Bundle]:
     """Cut a bundle into fragments that each encode to at most `max_size` bytes.
 
     The first fragment carries every extension block; later ones carry only the blocks flagged
-    "replicate in every fragment". Fragmenting a fragment keeps offsets relative to the ADU."""
+    "replicate in every fragment", and the bundle age block. Fragmenting a fragment keeps
+    offsets relative to the ADU."""
     primary = bundle.primary
     payload = bundle.payload_block.data
     if primary.is_fragment:
@@ -64,7 +66,11 @@ def fragments_of(
     payload_block = bundle.payload_block
     total = length if total is None else total
     extensions = [b for b in bundle.blocks if b.block_type != BlockType.PAYLOAD]
-    replicated = [b for b in extensions if b.flags & BlockFlags.REPLICATE_IN_FRAGMENTS]
+    # Beyond the flag, each block type's own rules decide (RFC 9171 5.8): a fragment of a
+    # bundle without a creation time is not valid without an age block (4.4.2), whatever
+    # flags its source gave the block, so the age block goes in every fragment.
+    replicated = [b for b in extensions if b.flags & BlockFlags.REPLICATE_IN_FRAGMENTS
+                  or b.block_type == BlockType.BUNDLE_AGE]
     if length < 2:  # RFC 9171 5.8: fragments carry the first N and last M - N bytes, 0 < N < M
         raise FragmentError(f"the {length}-byte payload of {bundle.id} cannot be split")
     pos = 0
@@ -92,23 +98,38 @@ def fragments_of(
         pos += count
 
 
-def covers(spans: list[tuple[int, int]], total: int) -> bool:
-    """Whether (offset, length) spans cover 0..total without a gap."""
-    reached = 0
-    for offset, length in sorted(spans):
-        if offset > reached:
-            return False
-        reached = max(reached, offset + length)
-    return reached >= total
+class Coverage:
+    """The byte ranges of an ADU that its fragments hold, merged into disjoint intervals, so
+    that the arrival of one more fragment costs O(log n), not a pass over all of them."""
+
+    def __init__(self, spans: Iterable[tuple[int, int]] = ()) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for offset, length in spans:
+            self.add(offset, length)
+
+    def add(self, offset: int, length: int) -> None:
+        end = offset + length
+        starts, ends = self._starts, self._ends
+        first = bisect_left(ends, offset)  # the first interval that ends at or after offset
+        past = bisect_right(starts, end)  # intervals from here on start after end
+        if first < past:  # they overlap or touch the new span: one interval from all of them
+            offset, end = min(offset, starts[first]), max(end, ends[past - 1])
+        starts[first:past] = [offset]
+        ends[first:past] = [end]
+
+    def covers(self, total: int) -> bool:
+        """Whether the spans cover 0..total without a gap."""
+        return bool(self._starts) and self._starts[0] == 0 and self._ends[0] >= total
 
 
 def reassemble(fragments: list[Bundle]) -> Bundle:
     """The original bundle from fragments covering its whole ADU (overlaps allowed)."""
     first = min(fragments, key=lambda f: f.primary.fragment_offset)
     total = first.primary.total_adu_length
-    if first.primary.fragment_offset != 0 or not covers(
-        [(f.primary.fragment_offset, len(f.payload)) for f in fragments], total
-    ):
+    if first.primary.fragment_offset != 0 or not Coverage(
+        (f.primary.fragment_offset, len(f.payload)) for f in fragments
+    ).covers(total):
         raise BundleError(f"fragments of {adu_key(first)} do not cover its {total} bytes")
     payload = io.BytesIO()
     whole = reassemble_into(fragments, payload)

@@ -142,8 +142,21 @@ class BundleStore:
         self.payload_dir = self.path.with_name(self.path.name + ".payloads")
         self.quota = quota or Quota()
         self._doomed: list[Path] = []  # payload files to delete once the commit is done
+        self._in_transaction = False
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
+        try:
+            self._open(synchronous)
+        except BaseException:
+            # Closed now, not when the garbage collector finds it: a caller that retries or
+            # replaces the file must not meet this connection's WAL and locks.
+            self._db.close()
+            raise
+
+    def _open(self, synchronous: str) -> None:
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
@@ -154,7 +167,6 @@ class BundleStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
         self._next_id = max(top + 1, self._meta_count("next_id", 1))
-        self._in_transaction = False
         self._remove_orphan_files()
 
     def _live_totals(self) -> tuple[int, int]:
