@@ -130,12 +130,13 @@ def main() -> int:
             if not line.startswith("#"):  # progress lines stay in the log
                 sys.stderr.write(line)
         code = child.wait()
-    stats = {key: int(value) for key, value in _STAT.findall(log_path.read_text())}
+    log_text = log_path.read_text()
+    stats = {key: int(value) for key, value in _STAT.findall(log_text)}
     found = sorted(set(crashes.glob(f"{args.name}-*")) - before)
     print(f"\n{args.name}: {stats.get('average_exec_per_sec', 0)} inputs/s, "
           f"{stats.get('number_of_executed_units', 0)} inputs, {len(found)} crashes, "
           f"peak RSS {stats.get('peak_rss_mb', 0)} MB (libFuzzer exit {code}; log {log_path})")
-    report = log_path.read_text().partition("=== Uncaught Python exception: ===")[2]
+    report = log_text.partition("=== Uncaught Python exception: ===")[2]
     for path in found:
         # Kept beside the input: the next run of the target overwrites its log.
         if report:
