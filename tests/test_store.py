@@ -152,6 +152,21 @@ def test_custody_release_touches_only_bundles_sent_with_custody(tmp_path):
     assert store.bundle_count == 2
 
 
+def test_a_tombstone_costs_the_wal_a_page_not_the_bundle(tmp_path):
+    # Python's SQLite zeroes freed pages (SECURE_DELETE): releasing a large bundle then wrote
+    # its whole size to the WAL a second time.
+    store = BundleStore(tmp_path / "s.db")
+    ids = store.add_many([record(i, size=28_000) for i in range(20)])
+    for bundle_id in ids:
+        store.mark_in_flight(bundle_id, retransmit_at=100.0)
+    store.commit()
+    wal = tmp_path / "s.db-wal"
+    before = wal.stat().st_size
+    assert len(store.release(ids[0], ids[-1])) == 20
+    store.commit()
+    assert (wal.stat().st_size - before) / 20 < 28_000 / 4
+
+
 def test_custody_timer_queries(tmp_path):
     store = BundleStore(tmp_path / "s.db")
     ids = store.add_many([record(i) for i in range(3)])

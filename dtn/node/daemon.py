@@ -23,7 +23,7 @@ from dtn.agent import Agent, Deliver, Event, Router, Transmit
 from dtn.agent.fragment import fragments_of
 from dtn.api.service import ApiError, Delivery, SendRequest, Sink
 from dtn.bundle import EID, Bundle, BundleError, BundleFlags
-from dtn.cla.udp import UdpRsConfig, UdpRsLink
+from dtn.cla.udp import UdpRsConfig, UdpRsLink, pacing_burst
 from dtn.cla.udp_shell import UdpRsEndpoint
 from dtn.clock import unix_from_dtn_ms
 from dtn.config import NodeConfig
@@ -66,6 +66,7 @@ class Node:
                     depth=fec.depth,
                     linger=fec.linger,
                     rate_bps=neighbour.rate,
+                    burst_bytes=pacing_burst(neighbour.rate, self.clock.time_scale),
                     reassembly_timeout=fec.reassembly_timeout,
                 )
             )

@@ -160,6 +160,12 @@ class BundleStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            # Python's SQLite is built with SECURE_DELETE on: every page a tombstone or a purge
+            # frees is zeroed and written to the WAL, and then to the database again (a released
+            # 28 KB fragment cost 29 KB of WAL, as much as storing it). FAST zeroes what lies on
+            # b-tree pages at no extra I/O and leaves freed overflow pages as they are (RFC 9171
+            # asks no erasure; the payloads are BCB-encrypted under the default policy).
+            self._db.execute("PRAGMA secure_delete=FAST")
             self._db.executescript(DDL)
             self._check_schema()
             self._count, self._bytes = self._live_totals()
