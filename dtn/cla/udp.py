@@ -77,7 +77,7 @@ class UdpRsConfig:
     dual_basis: bool = False
     linger: float = 0.05  # a partly filled frame waits this long for more bundles
     rate_bps: float | None = None  # datagram bits per second; None: unpaced
-    burst_bytes: int = 256 << 10  # token bucket depth: what may go at once after a pause
+    burst_bytes: int = _BURST_MIN  # token bucket depth: what may go at once (pacing_burst)
     reassembly_timeout: float = 600.0  # a partial bundle idle this long is dropped
     max_bundle_bytes: int = 64 << 20
     max_pending_bytes: int = 256 << 20  # bytes of partial bundles held
