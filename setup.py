@@ -1,5 +1,6 @@
 """Builds the optional C fast paths (the bundle decoder's scanner, the payload pipeline's
-per-bundle steps); without a compiler dtn runs in pure Python, with the same results."""
+per-bundle steps, the Reed-Solomon table kernel); without a compiler dtn runs in pure Python,
+with the same results."""
 
 from setuptools import Extension, setup
 
@@ -7,5 +8,6 @@ setup(
     ext_modules=[
         Extension("dtn.bundle._scan", ["dtn/bundle/_scan.c"], optional=True),
         Extension("dtn.payload._fastpath", ["dtn/payload/_fastpath.c"], optional=True),
+        Extension("dtn.fec._xor", ["dtn/fec/_xor.c"], optional=True),
     ]
 )

@@ -6,6 +6,21 @@ import reedsolo
 
 from dtn.fec import gf, rs
 
+# The C table kernel (fec/_xor.c) as built, before any test swaps it out.
+KERNEL = rs._xor_kernel
+
+
+@pytest.fixture(params=["c", "python"], scope="module", autouse=True)
+def xor_path(request):
+    """Runs every test here on the C table kernel and on its numpy twin alone."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(rs, "_xor_kernel", None)
+        elif KERNEL is None:
+            pytest.skip("the C table kernel is not built here")
+        yield request.param
+
+
 # reedsolo set up as the CCSDS code: 'generator' is the primitive element b = ALPHA**11,
 # which is 173 (0xAD) as a byte, not 11.
 REFERENCE = reedsolo.RSCodec(32, nsize=255, fcr=112, prim=0x187, generator=173, c_exp=8)
@@ -186,3 +201,101 @@ def test_rejects_impossible_shapes():
         codec.parity(np.zeros((1, 224), dtype=np.uint8))
     with pytest.raises(ValueError, match="codeword length"):
         codec.correct(np.zeros((1, 32), dtype=np.uint8), 32)
+
+
+# -- the C table kernel against its numpy twin ----------------------------------------------
+
+
+@pytest.fixture
+def kernel(xor_path):
+    if xor_path == "python":
+        pytest.skip("compares the C kernel with the numpy twin: once is enough")
+    return KERNEL
+
+
+def random_tables(rng, positions: int, width: int) -> np.ndarray:
+    return rng.integers(0, 2**64, (positions, 256, width), dtype=np.uint64)
+
+
+def symbol_layouts(rng, count: int, positions: int) -> dict[str, np.ndarray]:
+    """The same kind of (count, positions) symbols in the layouts the callers hand in."""
+    return {
+        "contiguous": rng.integers(0, 256, (count, positions), dtype=np.uint8),
+        "every other column": rng.integers(0, 256, (count, 2 * positions), np.uint8)[:, ::2],
+        "transposed": rng.integers(0, 256, (positions, count), dtype=np.uint8).T,
+        "reversed rows": rng.integers(0, 256, (count, positions), dtype=np.uint8)[::-1],
+    }
+
+
+@pytest.mark.parametrize("width", [1, 4])
+@pytest.mark.parametrize("count", [1, 7, 300, 5000])
+def test_kernel_equals_the_numpy_twin(kernel, width, count):
+    rng = np.random.default_rng(count * 10 + width)
+    for positions in (1, 5, 32, 255):
+        tables = random_tables(rng, positions, width)
+        for layout, symbols in symbol_layouts(rng, count, positions).items():
+            out = np.empty((count, width), dtype=np.uint64)
+            kernel(tables, symbols, out)
+            expected = rs._xor_of_rows_numpy(tables, symbols)
+            assert np.array_equal(out, expected), (positions, layout)
+
+
+def test_kernel_takes_table_slices_and_any_batch_shape(kernel):
+    rng = np.random.default_rng(11)
+    tables = random_tables(rng, 223, 4)[100:]  # as parity() slices for shortened codewords
+    symbols = rng.integers(0, 256, (3, 5, 2 * 123), dtype=np.uint8)[..., 1::2]
+    result = rs._xor_of_rows(tables, symbols)
+    assert result.shape == (3, 5, 4)
+    assert np.array_equal(result, rs._xor_of_rows_numpy(tables, symbols))
+    single = rs._xor_of_rows(tables, symbols[1, 2])
+    assert single.shape == (4,)
+    assert np.array_equal(single, result[1, 2])
+    assert rs._xor_of_rows(tables, symbols[:0]).shape == (0, 5, 4)
+
+
+def test_kernel_with_a_width_it_does_not_specialise(kernel):
+    rng = np.random.default_rng(12)
+    tables = random_tables(rng, 9, 3)
+    symbols = rng.integers(0, 256, (400, 9), dtype=np.uint8)
+    out = np.empty((400, 3), dtype=np.uint64)
+    kernel(tables, symbols, out)
+    assert np.array_equal(out, rs._xor_of_rows_numpy(tables, symbols))
+
+
+def bad_kernel_inputs() -> dict[str, tuple]:
+    tables = np.zeros((3, 256, 4), dtype=np.uint64)
+    symbols = np.zeros((5, 3), dtype=np.uint8)
+    out = np.zeros((5, 4), dtype=np.uint64)
+    readonly = out.copy()
+    readonly.flags.writeable = False
+    return {
+        "tables dtype": (TypeError, tables.view(np.uint32), symbols, out),
+        "tables float": (TypeError, tables.view(np.float64), symbols, out),
+        "symbols dtype": (TypeError, tables, symbols.view(np.int8), out),
+        "out dtype": (TypeError, tables, symbols, out.view(np.int64)),
+        "not a buffer": (TypeError, None, symbols, out),
+        "a list": (TypeError, tables, symbols.tolist(), out),
+        "two arguments": (TypeError, tables, symbols),
+        "tables ndim": (ValueError, tables[0], symbols, out),
+        "tables rows": (ValueError, np.zeros((3, 255, 4), dtype=np.uint64), symbols, out),
+        "tables strided": (ValueError, tables[::2], symbols[:, :2], out),
+        "symbols ndim": (ValueError, tables, symbols[0], out),
+        "positions": (ValueError, tables, symbols[:, :2], out),
+        "out rows": (ValueError, tables, symbols, out[:4]),
+        "out width": (ValueError, tables, symbols, np.zeros((5, 1), dtype=np.uint64)),
+        "out strided": (ValueError, tables, symbols, np.zeros((5, 8), dtype=np.uint64)[:, ::2]),
+        "out read-only": (ValueError, tables, symbols, readonly),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_kernel_inputs()))
+def test_kernel_rejects_bad_inputs(kernel, case):
+    error, *args = bad_kernel_inputs()[case]
+    with pytest.raises(error):
+        kernel(*args)
+
+
+def test_mismatched_positions_are_refused_not_reshaped(kernel):
+    tables = np.zeros((40, 256, 4), dtype=np.uint64)
+    with pytest.raises(ValueError, match="positions"):
+        rs._xor_of_rows(tables, np.zeros((10, 20), dtype=np.uint8))  # 200 symbols, not 5 x 40

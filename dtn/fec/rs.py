@@ -21,6 +21,9 @@ frames without copying. Where the speed comes from:
   common single error, then inversionless Berlekamp-Massey in coefficient-major arrays (one
   row per coefficient, one column per codeword) in tiers of growing size, Chien search by
   table lookup and Forney's formula at the roots found.
+
+The table lookups (parity, check, syndromes) run in the optional C kernel `_xor.c` when it is
+built, else in their numpy twin `_xor_of_rows_numpy`; both give the same words.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from functools import cache
 import numpy as np
 
 from dtn.fec import gf
+
+try:
+    from ._xor import xor_of_rows as _xor_kernel
+except ImportError:  # no compiler at install time: the numpy twin alone, same results
+    _xor_kernel = None
 
 N = 255  # full codeword length
 PARITY = 32
@@ -192,9 +200,22 @@ class ReedSolomon:
 def _xor_of_rows(tables: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     """XOR over p of tables[p, symbols[..., p]]: (..., P) uint8 -> (..., W) uint64.
 
-    A linear map from P symbols to W words, by table lookup. Small batches take every row
-    in one gather and fold it; large ones loop over p, two numpy calls per p whatever the
-    batch size, so numpy's per-call cost is spread over many codewords.
+    A linear map from P symbols to W words, by table lookup, in C when it is built.
+    """
+    if _xor_kernel is None:
+        return _xor_of_rows_numpy(tables, symbols)
+    batch = symbols.shape[:-1]
+    out = np.empty((int(np.prod(batch)), tables.shape[2]), dtype=np.uint64)
+    # The kernel takes any strides: a 2-D view of interleaved frames goes in without a copy.
+    _xor_kernel(tables, symbols.reshape(-1, symbols.shape[-1]), out)  # it checks the shapes
+    return out.reshape(*batch, tables.shape[2])
+
+
+def _xor_of_rows_numpy(tables: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """`_xor_of_rows` in numpy alone: the reference for the C kernel.
+
+    Small batches take every row in one gather and fold it; large ones loop over p, two numpy
+    calls per p whatever the batch size, so numpy's per-call cost is spread over many codewords.
     """
     positions, _, width = tables.shape
     batch = symbols.shape[:-1]
