@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dtn.emulator.cli",
     "dtn.payload.cli",
     "dtn.security.cli",
+    "dtn.scenario.cli",
 )
 
 

@@ -121,9 +121,12 @@ def _raise_for(reply: dict) -> dict:
 
 
 def _send_fields(
-    lifetime: float | None, custody: bool, priority: int, report: bool, source: str | None
+    lifetime: float | None, custody: bool, priority: int, report: bool, source: str | None,
+    watch: bool,
 ) -> dict:
     fields: dict[str, Any] = {"custody": custody, "priority": priority, "report": report}
+    if watch:
+        fields["watch"] = True
     if lifetime is not None:
         fields["lifetime"] = float(lifetime)
     if source is not None:
@@ -297,10 +300,11 @@ class Client:
         priority: int = 1,
         report: bool = False,
         source: str | None = None,
+        watch: bool = False,
     ) -> str:
         """Send bytes, or stream a file given by path; returns the bundle id once durable."""
         steps = _send_steps(destination, data, _send_fields(lifetime, custody, priority, report,
-                                                            source))
+                                                            source, watch))
         reply: dict = {}
         try:
             while True:
@@ -407,6 +411,8 @@ class AsyncClient:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            if self._closed is None:  # wake other tasks waiting here: they would wait forever
+                self._fail(ConnectionError(f"API connection to {self.path} closed"))
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(ConnectionError, OSError):
@@ -438,6 +444,10 @@ class AsyncClient:
             error = ConnectionError(f"API connection to {self.path} lost: {exc}")
         except Exception as exc:  # ProtocolError from a broken server: fail the waiters
             error = exc
+        self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        """The connection is over: every request waiting and every later one gets `error`."""
         self._closed = error
         for future in self._waiting.values():
             if not future.done():
@@ -481,10 +491,11 @@ class AsyncClient:
         priority: int = 1,
         report: bool = False,
         source: str | None = None,
+        watch: bool = False,
     ) -> str:
         """Send bytes, or stream a file given by path; returns the bundle id once durable."""
         steps = _send_steps(destination, data, _send_fields(lifetime, custody, priority, report,
-                                                            source))
+                                                            source, watch))
         reply: dict = {}
         try:
             while True:

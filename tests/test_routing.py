@@ -84,7 +84,7 @@ def test_bundles_follow_the_plan_through_the_agent(tmp_path):
     plan = ContactPlan(
         [Contact("relay1", T0 + 1000, T0 + 2000), Contact("relay2", T0 + 500, T0 + 600)]
     )
-    net = VirtualNet(tmp_path)
+    net = VirtualNet(tmp_path, T0)
     net.add_node(
         "earth",
         1,

@@ -12,74 +12,49 @@ demo jumps from event to event and a 40-minute round trip takes a fraction of a 
 from __future__ import annotations
 
 import argparse
-import heapq
-import itertools
 import json
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dtn.agent import Agent, Deliver, Link, Route, Router, Transmit
-from dtn.emulator.channel import ChannelDirection, DirectionParams, Drop
-from dtn.fec import FrameConfig, FrameDecoder, FrameEncoder
-from dtn.store import BundleStore
+from dtn.agent import Deliver, Link, Route
+from dtn.emulator.channel import ChannelDirection, DirectionParams
+from dtn.fec import FrameConfig
+from dtn.scenario.virtual import VirtualNet, VirtualNode
 
 MISSION_START = 1_795_651_200.0  # 2026-11-26T00:00:00Z, mission time (Unix seconds)
 LIGHT_TIME = 20 * 60.0
 
 
-@dataclass
-class Node:
-    name: str
-    agent: Agent
-    decoder: FrameDecoder = field(default_factory=FrameDecoder)
-    delivered: list[Deliver] = field(default_factory=list)
-
-
-@dataclass
-class Direction:
-    """One direction of the link: the sender's framer, the channel, the receiver."""
-
-    sender: Node
-    receiver: Node
-    channel: ChannelDirection
-    encoder: FrameEncoder
-    frame_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-
-
 class Mission:
-    """Agents, framers and channels on one virtual clock: time jumps to the next event."""
+    """Earth and Mars on dtn.scenario.virtual's VirtualNet, both directions emulated (framing,
+    channel, decoding), narrated as it goes."""
 
     def __init__(self, folder: Path, seed: int, loss: float, ber: float) -> None:
-        self.now = MISSION_START
         self.log: list[str] = []
         self._pending_delivery: tuple | None = None
         self._counted: dict[str, Counter] = {}
-        self._arrivals: list = []
-        self._order = itertools.count()
+        self._narrated: dict[str, int] = {}
+        self.net = VirtualNet(folder, MISSION_START)
         seeds = np.random.SeedSequence(seed).spawn(2)
-        earth = self._node("Earth", "ipn:1.0", folder, "mars", "ipn:2.*")
-        mars = self._node("Mars", "ipn:2.0", folder, "earth", "ipn:1.*")
-        self.nodes = {"earth": earth, "mars": mars}
-        frames = FrameEncoder(FrameConfig(frame_size=8192, depth=4))
-        uplink = DirectionParams(delay=LIGHT_TIME, rate=256_000, ber=ber, loss=loss)
-        downlink = DirectionParams(delay=LIGHT_TIME, rate=2_000_000, ber=ber, loss=loss)
-        self.links = {
-            "mars": Direction(earth, mars, ChannelDirection(uplink, seeds[0]), frames),
-            "earth": Direction(mars, earth, ChannelDirection(downlink, seeds[1]), frames),
-        }
-        for node, neighbour in ((earth, "mars"), (mars, "earth")):
-            node.agent.contact_up(neighbour, self.now)
+        self.net.add_node("earth", 1, [Route("ipn:2.*", ("mars",))], [Link("mars", LIGHT_TIME)])
+        self.net.add_node("mars", 2, [Route("ipn:1.*", ("earth",))], [Link("earth", LIGHT_TIME)])
+        self.nodes = self.net.nodes
+        frames = FrameConfig(frame_size=8192, depth=4)
+        for (sender, receiver), rate, seed_sequence in ((("earth", "mars"), 256_000, seeds[0]),
+                                                       (("mars", "earth"), 2_000_000, seeds[1])):
+            params = DirectionParams(delay=LIGHT_TIME, rate=rate, ber=ber, loss=loss)
+            self.net.emulate(sender, receiver, ChannelDirection(params, seed_sequence), frames,
+                             rate)
+        self.net.after_collect.append(self._narrate_step)
+        self.net.contact("earth", "mars", True)
 
-    @staticmethod
-    def _node(name: str, node_id: str, folder: Path, neighbour: str, pattern: str) -> Node:
-        store = BundleStore(folder / f"{name.lower()}.db")
-        router = Router([Route(pattern, (neighbour,))], [Link(neighbour, owlt=LIGHT_TIME)])
-        return Node(name, Agent(node_id, store, router))
+    @property
+    def now(self) -> float:
+        return self.net.now
 
     def say(self, text: str) -> None:
         self._flush_deliveries()
@@ -90,7 +65,7 @@ class Mission:
         self.log.append(f"T+{int(hours):02d}:{int(rest // 60):02d}:{rest % 60:06.3f}  {text}")
         print(self.log[-1])
 
-    def _delivered(self, node: Node, deliveries: list[Deliver]) -> None:
+    def _delivered(self, node: VirtualNode, deliveries: list[Deliver]) -> None:
         """Deliveries in a row to one endpoint make one line, printed when something else
         happens."""
         size = sum(len(d.payload) for d in deliveries)
@@ -107,72 +82,38 @@ class Mission:
         if self._pending_delivery is not None:
             (name, endpoint), since, count, size = self._pending_delivery
             self._pending_delivery = None
-            self._print(since, f"{name} delivers {count} bundle(s), {size:,} B, to {endpoint}")
+            self._print(since, f"{name.title()} delivers {count} bundle(s), {size:,} B, to "
+                        f"{endpoint}")
 
-    def _collect(self) -> None:
+    def _narrate_step(self) -> None:
         for node in self.nodes.values():
-            delivered = []
-            for action in node.agent.next_actions():
-                if isinstance(action, Transmit):
-                    self._transmit(self.links[action.neighbour], action.data)
-                elif isinstance(action, Deliver):
-                    node.agent.delivered(action.delivery_id, self.now)
-                    if not action.is_admin_record:
-                        delivered.append(action)
-            node.delivered.extend(delivered)
+            fresh = node.delivered[self._narrated.get(node.name, 0):]
+            self._narrated[node.name] = len(node.delivered)
+            delivered = [d for d in fresh if not d.is_admin_record]
             if delivered:
                 self._delivered(node, delivered)
             counters = Counter(node.agent.counters)
-            self._narrate(node, counters - self._counted.get(node.name, Counter()))
+            self._narrate(node.name.title(), counters - self._counted.get(node.name, Counter()))
             self._counted[node.name] = counters
 
-    def _narrate(self, node: Node, change: Counter) -> None:
+    def _narrate(self, name: str, change: Counter) -> None:
         if change["signals_sent"]:
-            self.say(f"{node.name} takes custody: sends {change['signals_sent']} custody signal(s)")
+            self.say(f"{name} takes custody: sends {change['signals_sent']} custody signal(s)")
         if change["custody_released"]:
-            self.say(f"{node.name} hears custody accepted: releases "
+            self.say(f"{name} hears custody accepted: releases "
                      f"{change['custody_released']} bundle(s) from its store")
         if change["retransmissions"]:
-            self.say(f"{node.name}'s custody timer runs out: retransmits "
+            self.say(f"{name}'s custody timer runs out: retransmits "
                      f"{change['retransmissions']} bundle(s)")
         if change["duplicates"]:
-            self.say(f"{node.name} drops {change['duplicates']} duplicate(s)")
-
-    def _transmit(self, link: Direction, bundle: bytes) -> None:
-        for datagram in link.encoder.encode(next(link.frame_ids), bundle):
-            outcome = link.channel.submit(datagram, self.now)
-            if isinstance(outcome, Drop):
-                continue
-            for arrival, data in outcome:
-                heapq.heappush(self._arrivals, (arrival, next(self._order), link, data))
-
-    def _deadline(self) -> float | None:
-        times = [self._arrivals[0][0]] if self._arrivals else []
-        for node in self.nodes.values():
-            for deadline in (node.agent.next_deadline(), node.decoder.next_deadline()):
-                if deadline is not None:
-                    times.append(max(deadline, self.now))
-        return min(times, default=None)
+            self.say(f"{name} drops {change['duplicates']} duplicate(s)")
 
     def run(self, until: float) -> None:
-        self._collect()
-        while (when := self._deadline()) is not None and when <= until:
-            self.now = when
-            batches: dict[int, tuple[Direction, list[bytes]]] = {}
-            while self._arrivals and self._arrivals[0][0] <= self.now:
-                _, _, link, data = heapq.heappop(self._arrivals)
-                batches.setdefault(id(link), (link, []))[1].append(data)
-            for link, datagrams in batches.values():
-                bundles = link.receiver.decoder.receive_many(datagrams, self.now)
-                if bundles:
-                    link.receiver.agent.receive_many(bundles, link.sender.name.lower(), self.now)
-            for node in self.nodes.values():
-                node.decoder.expire(self.now)
-                deadline = node.agent.next_deadline()
-                if deadline is not None and deadline <= self.now:
-                    node.agent.timer(self.now)
-            self._collect()
-        self.now = max(self.now, until)
+        self.net.run_until(until)
+
+
+def delivered_payloads(node: VirtualNode) -> list[Deliver]:
+    return [d for d in node.delivered if not d.is_admin_record]
 
 
 def telemetry(count: int) -> list[bytes]:
@@ -212,28 +153,30 @@ def main(argv: list[str] | None = None) -> int:
         mission.run(MISSION_START + 6 * 3600)
         ok = True
         for node, sent in ((mars, args.commands), (earth, args.telemetry)):
-            unique = len({d.bundle_id for d in node.delivered})
-            ok &= unique == sent == len(node.delivered)
-            mission.say(f"{node.name} has delivered {unique} of {sent} bundles sent to it, "
-                        f"{len(node.delivered) - unique} twice")
+            delivered = delivered_payloads(node)
+            unique = len({d.bundle_id for d in delivered})
+            ok &= unique == sent == len(delivered)
+            mission.say(f"{node.name.title()} has delivered {unique} of {sent} bundles sent to "
+                        f"it, {len(delivered) - unique} twice")
         report(mission, time.perf_counter() - started)
     return 0 if ok else 1
 
 
 def report(mission: Mission, wall: float) -> None:
     print()
-    for node in mission.nodes.values():
-        counters = node.agent.counters
-        fec = node.decoder.counters
-        print(f"{node.name:5}: custody signals sent {counters['signals_sent']} received "
+    for (_, receiver), direction in mission.net.emulated.items():
+        counters = mission.nodes[receiver].agent.counters
+        fec = direction.decoder.counters
+        print(f"{receiver.title():5}: custody signals sent {counters['signals_sent']} received "
               f"{counters['signals_received']}, retransmissions {counters['retransmissions']}, "
               f"duplicates {counters['duplicates']}; FEC frames {fec.frames_received} "
               f"(corrected {fec.frames_corrected}, symbols {fec.symbols_corrected}, dropped "
               f"{sum(fec.frames_dropped.values())})")
-    for name, link in mission.links.items():
-        stats = link.channel.stats
-        print(f"link to {name:5}: {stats.datagrams_in} datagrams, {stats.bits_flipped} bits "
-              f"flipped, dropped {dict((k, v) for k, v in stats.dropped.items() if v)}")
+    for (_, receiver), direction in mission.net.emulated.items():
+        stats = direction.channel.stats
+        dropped = {reason: count for reason, count in stats.dropped.items() if count}
+        print(f"link to {receiver.title():5}: {stats.datagrams_in} datagrams, "
+              f"{stats.bits_flipped} bits flipped, dropped {dropped}")
     print(f"\n{(mission.now - MISSION_START) / 3600:.1f} h of mission time in {wall:.2f} s")
 
 

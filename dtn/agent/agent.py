@@ -178,9 +178,11 @@ class Agent:
         flags: int = 0,
         hop_limit: int | None = None,
         report_to: EID | str | None = None,
+        custody: bool = True,
     ) -> BundleId:
         """Make a bundle of `payload` and accept it; its ID. Durable once `next_actions()` has
-        returned: only then tell the application it was accepted. StoreFull when full."""
+        returned: only then tell the application it was accepted. StoreFull when full.
+        `custody=False`: forward it without custody transfer (as `submit_bundle`)."""
         self._now = now
         creation_time, sequence = self._next_creation(now)
         lifetime_ms = round(1000 * (self.config.default_lifetime if lifetime is None else lifetime))
@@ -196,7 +198,7 @@ class Agent:
             crc_type=self.config.crc_type,
             hop_limit=hop_limit,
         )
-        return self.submit_bundle(bundle, now, priority=priority)
+        return self.submit_bundle(bundle, now, priority=priority, custody=custody)
 
     def submit_bundle(
         self, bundle: Bundle, now: float, *, priority: int = DATA_PRIORITY, custody: bool = True

@@ -83,6 +83,7 @@ _SEND_OPTS = {
     "priority": (_INT, False, None),
     "report": (_BOOL, False, None),
     "source": (_STR, False, MAX_EID),
+    "watch": (_BOOL, False, None),
 }
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool, int | None]]] = {
     "hello": {"version": (_INT, False, None)},

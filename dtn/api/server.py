@@ -378,7 +378,7 @@ class ApiServer:
             info["max_message"] = self.max_message
             return info
         if op == "send":
-            return {"bundle_id": await service.send(_send_request(m))}
+            return {"bundle_id": await service.send(_send_request(m, conn))}
         if op == "send_begin":
             return {"stream": self._begin(conn, m)}
         if op == "send_chunk":
@@ -429,7 +429,7 @@ class ApiServer:
         number = conn.next_stream
         conn.next_stream += 1
         stream.task = asyncio.ensure_future(
-            self.service.send_stream(_send_request(m), stream.iterate())
+            self.service.send_stream(_send_request(m, conn), stream.iterate())
         )
         # a failed stream nobody ends must not log "exception never retrieved"
         stream.task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -448,7 +448,7 @@ class ApiServer:
             stream.task.cancel()
 
 
-def _send_request(m: dict) -> SendRequest:
+def _send_request(m: dict, conn: _Connection) -> SendRequest:
     lifetime = m.get("lifetime")
     return SendRequest(
         destination=m["destination"],
@@ -460,6 +460,7 @@ def _send_request(m: dict) -> SendRequest:
         source=m.get("source"),
         size=m.get("size"),
         name=m.get("name"),
+        watcher=conn if m.get("watch", False) else None,
     )
 
 

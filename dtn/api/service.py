@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 ERROR_CODES = frozenset(
@@ -36,6 +36,8 @@ class SendRequest:
     source: str | None = None  # None = the node's own endpoint
     size: int | None = None  # announced total for a stream
     name: str | None = None  # file name for a stream, informative
+    # Sent `event`s for this bundle from its acceptance on (before its first transmission)
+    watcher: Sink | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,16 +146,18 @@ class EmulatorFile(Table):
 def load_config(path: str | Path) -> EmulatorConfig:
     """Read and check an emulator config file."""
     path = Path(path)
-    return _build(read_toml(path), path)
+    return build_config(read_toml(path), path)
 
 
 def parse_config(text: str, base_dir: Path = Path(".")) -> EmulatorConfig:
     """Check an emulator config given as TOML text (contacts files resolve under `base_dir`)."""
     where = base_dir / "<config>"
-    return _build(parse_toml(text, where), where)
+    return build_config(parse_toml(text, where), where)
 
 
-def _build(document: dict, path: Path) -> EmulatorConfig:
+def build_config(document: dict, path: Path) -> EmulatorConfig:
+    """Check an emulator config given as a TOML document; `path` names it in errors and
+    contacts files resolve beside it."""
     clock = read_clock(document, path)
     raw = convert(document, EmulatorFile, path, clock.epoch)
     if not raw.link:

@@ -22,7 +22,7 @@ from dtn import __version__
 from dtn.agent import Agent, Deliver, Event, Router, Transmit
 from dtn.agent.fragment import fragments_of
 from dtn.api.service import ApiError, Delivery, SendRequest, Sink
-from dtn.bundle import EID, Bundle, BundleError, BundleFlags
+from dtn.bundle import EID, Bundle, BundleError, BundleFlags, BundleId
 from dtn.cla.udp import UdpRsConfig, UdpRsLink, pacing_burst
 from dtn.cla.udp_shell import UdpRsEndpoint
 from dtn.clock import unix_from_dtn_ms
@@ -91,6 +91,7 @@ class Node:
         self._handed_bytes: dict[int, int] = {}  # by delivery id, of those handed over
         self._handed_files: set[int] = set()  # delivery ids handed over as an opened file
         self._watchers: dict[str, set[Sink]] = defaultdict(set)
+        self._custody_told: set[str] = set()  # watched bundles whose custody_accepted went out
         self._opening: set[asyncio.Future] = set()  # large ADUs being opened for a client
 
     # === set-up ================================================================================
@@ -262,9 +263,18 @@ class Node:
     def _custody_released(self) -> None:
         """Tell watchers of bundles now released by the next custodian."""
         for bundle_id in list(self._watchers):
+            if bundle_id in self._custody_told:
+                continue
             known = self.store.known(bundle_id)
             if known is not None and known[0] == State.DONE:
+                self._custody_told.add(bundle_id)
                 self._notify(bundle_id, "custody_accepted", "by the next hop")
+
+    def _watch_from_acceptance(self, bundle_id: BundleId, request: SendRequest) -> None:
+        """A send asking to watch its bundle: its watcher is in place before the commit that
+        lets the bundle go out, so it hears of the first transmission too."""
+        if request.watcher is not None:
+            self.watch(str(bundle_id), request.watcher)
 
     def _notify(self, bundle_id: str, name: str, detail: str) -> None:
         sinks = self._watchers.get(bundle_id)
@@ -274,6 +284,7 @@ class Node:
                 sink.event(bundle_id, name, now, detail)
             if name in ("delivered", "expired", "deleted", "refused"):
                 del self._watchers[bundle_id]
+                self._custody_told.discard(bundle_id)
 
     # === delivery ==============================================================================
 
@@ -437,6 +448,7 @@ class Node:
             self.agent.submit_bundle(
                 bundle, self.clock.now(), priority=request.priority, custody=request.custody
             )
+        self._watch_from_acceptance(bundle.id, request)
         await self._durable_now()
         return self._accepted(bundle.id, fields["destination"], len(request.data))
 
@@ -478,6 +490,7 @@ class Node:
             async for chunk in chunks:
                 sealer.write(chunk)
             sealed = sealer.finish()
+            self._watch_from_acceptance(sealed.bundle.id, request)
             await self._submit_fragments(sealed, request)
         except ValueError as exc:  # the stream broke its announced size
             raise ApiError("bad_request", str(exc)) from None
