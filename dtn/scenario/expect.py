@@ -23,14 +23,18 @@ def judge(scenario: Scenario, record: RunRecord, path_light_time: dict[str, floa
     expect = scenario.file.expect
     bundles = record.bundles
     results = record.expectations
-    sent = len(bundles)
+    planned = max(record.planned, len(bundles))
     missing = [b for b in bundles if not b.delivered]
-    got = sent - len(missing)
-    share = got / sent if sent else 1.0
+    unsent = planned - len(bundles)  # their node was down until the end
+    got = len(bundles) - len(missing)
+    share = got / planned if planned else 1.0
+    where = [f"not delivered: {_keys(missing)}"] if missing else []
+    if unsent:
+        where.append(f"{unsent} never sent (their node was down)")
     results.append(ExpectationResult(
         "delivered", share >= expect.delivered - 1e-12,
         "all" if expect.delivered == 1 else f">= {expect.delivered:.1%}",
-        f"{got} of {sent} ({share:.1%})", f"not delivered: {_keys(missing)}" if missing else ""))
+        f"{got} of {planned} ({share:.1%})", "; ".join(where)))
     refused = [b for b in bundles if b.refused is not None]
     if refused:
         reasons = sorted({b.refused for b in refused})

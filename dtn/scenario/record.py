@@ -71,6 +71,7 @@ class RunRecord:
     scenario: str
     mode: str  # "real" or "virtual"
     duration: float  # mission seconds the run lasted
+    planned: int = 0  # bundles the traffic called for (some may never have been sent)
     wall_seconds: float = 0.0
     bundles: list[BundleRecord] = field(default_factory=list)
     links: list[LinkRecord] = field(default_factory=list)

@@ -115,7 +115,8 @@ class RealRun:
         epoch = time.time() + START_ALLOWANCE
         self.scenario = scenario = scenario.at_epoch(epoch)
         self.epoch, self.scale = epoch, scenario.file.time_scale
-        self.record = RunRecord(scenario.name, "real", 0.0)
+        self.record = RunRecord(scenario.name, "real", 0.0,
+                                planned=sum(t.count for t in scenario.file.traffic))
         self.records: dict[str, BundleRecord] = {}  # by bundle ID
         self._early: dict[str, list[tuple[str, Event]]] = {}  # events before the ID was known
         self._sent = 0
@@ -232,7 +233,7 @@ class RealRun:
 
     async def _complete(self) -> bool:
         """Everything sent was delivered and (if expected) no node holds custody."""
-        if self._sent < sum(t.count for t in self.scenario.file.traffic):
+        if self._sent < self.record.planned:
             return False
         if any(not r.delivered for r in self.record.bundles if r.refused is None):
             return False

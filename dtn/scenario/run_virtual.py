@@ -203,7 +203,7 @@ class VirtualRun:
     def run(self) -> RunRecord:
         started = time.perf_counter()
         plan = sends(self.scenario)
-        self._due = len(plan)
+        self._due = self.record.planned = len(plan)
         for send in plan:
             self.net.at(self.t0 + send.at, lambda send=send: self._send(send))
         for index, fault in enumerate(self.scenario.file.fault):
