@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
 JUNIT_SCHEMA = Path(__file__).parent / "vectors" / "junit" / "junit-10.xsd"
 EXPECTED = {"nominal", "high-ber-bursts", "conjunction", "kill-restart", "relay-orbiter",
-            "auto-light-time"}
+            "auto-light-time", "store-full", "unplanned-outage"}
 
 
 def scenario_run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -60,6 +60,57 @@ def test_kill_and_restart_record_the_faults_and_lose_nothing(tmp_path: Path) -> 
         "kill -9 mars", "restart mars", "kill -9 earth", "restart earth"]
     assert len(record.bundles) == record.planned
     assert all(len(bundle.delivered) == 1 for bundle in record.bundles)
+
+
+def test_a_full_store_refuses_sends_clearly_and_loses_nothing(tmp_path: Path) -> None:
+    record = run_virtual(load_scenario(ROOT / "scenarios" / "store-full.toml"), tmp_path)
+    assert record.faults[0].what.startswith("store of mars filled")
+    refused = [bundle for bundle in record.bundles if bundle.refusals]
+    assert refused and all(b.source == "mars" and b.refused is None for b in refused)
+    assert record.nodes["earth"]["custody_refused"] > 0  # Mars could not take Earth's commands
+    assert all(len(bundle.delivered) == 1 and bundle.intact for bundle in record.bundles)
+
+
+def test_unplanned_cut_and_emulator_restart_are_bridged(tmp_path: Path) -> None:
+    record = run_virtual(load_scenario(ROOT / "scenarios" / "unplanned-outage.toml"), tmp_path)
+    assert [fault.what.split(" (")[0] for fault in record.faults] == [
+        "contact earth-mars cut for 30 min", "emulator restarted"]
+    counters = record.links[0].counters
+    assert counters["a_to_b_dropped_link_down"] > 0 and counters["b_to_a_dropped_link_down"] > 0
+    assert record.links[0].windows == [(0.0, 15 * 60.0), (45 * 60.0, record.duration)]
+    assert all(len(bundle.delivered) == 1 for bundle in record.bundles)
+
+
+APP = """
+duration = "1h"
+[[node]]
+name = "earth"
+number = 1
+[[node]]
+name = "mars"
+number = 2
+[[link]]
+a = "earth"
+b = "mars"
+delay = "1min"
+[[app]]
+name = "status-check"
+node = "earth"
+run = ["python", "-c", "import sys; from dtn import Client; \
+print(Client().status()['node_id']); sys.exit(3)"]
+"""
+
+
+def test_a_users_program_runs_beside_its_node_and_its_exit_status_counts(tmp_path: Path) -> None:
+    scenario = tmp_path / "app.toml"
+    scenario.write_text(APP)
+    result = scenario_run(str(scenario), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "app status-check" in line)
+    assert line.startswith("FAIL") and "measured exit 3" in line
+    assert (tmp_path / "out" / "run" / "app-status-check.log").read_text().strip() == "ipn:1.0"
+    virtual = scenario_run(str(scenario), "--virtual", "--out", str(tmp_path / "virtual"))
+    assert virtual.returncode == 0 and "note  app status-check not run" in virtual.stdout
 
 
 def test_light_time_from_the_ephemeris_bounds_every_delivery(tmp_path: Path) -> None:

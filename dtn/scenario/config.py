@@ -35,6 +35,9 @@ DEFAULT_TIME_SCALE = 1000.0
 KEYFILE = Path(__file__).resolve().parent.parent.parent / "configs" / "keys-example.toml"
 LINK_KEY = "mars-link"  # the example key file's link key: every scenario pair shares it
 MAX_BUNDLES = 100_000  # over all traffic entries: a scenario is a test, not a load generator
+# A fill_store fault fills a node's store with bundles for this service of the node itself,
+# which no application registers until the fault ends (so they stay stored).
+FILL_SERVICE = 65535
 
 
 class NodeTable(Table):
@@ -53,6 +56,10 @@ class NodeTable(Table):
     @property
     def application_endpoints(self) -> list[str]:
         return self.endpoints or [f"ipn:{self.number}.1"]
+
+    @property
+    def fill_endpoint(self) -> str:
+        return f"ipn:{self.number}.{FILL_SERVICE}"
 
 
 class LinkTable(ChannelTable, kw_only=True):
@@ -86,17 +93,30 @@ class TrafficTable(Table, kw_only=True):
     report: bool = False
 
 
+class AppTable(Table, kw_only=True):
+    """A user's own program, run in real mode beside a node: it talks to the node's API
+    ($DTN_API_SOCKET) and passes when it exits 0 within its time."""
+
+    name: Name
+    node: Name
+    # argv, run in the scenario's folder; "python" is the Python that runs dtn
+    run: Annotated[list[str], msgspec.Meta(min_length=1)]
+    at: Duration = Duration(0.0)
+    timeout: Duration | None = None  # mission time it may take; None: until the run ends
+
+
 class FaultTable(Table, kw_only=True):
     at: Duration
-    action: Literal["kill", "restart_emulator", "cut"]
-    node: Name | None = None  # kill: which node (kill -9)
+    action: Literal["kill", "restart_emulator", "cut", "fill_store"]
+    node: Name | None = None  # kill, fill_store: which node
     restart_after: Duration | None = None  # kill: when to start it again (None: never)
     link: Name | None = None  # cut: which link; an outage the nodes were not told of
-    duration: Duration | None = None  # cut: how long
+    duration: Duration | None = None  # cut: how long; fill_store: how long it stays full
+    # (None: to the end)
 
     def __post_init__(self) -> None:
-        if self.action == "kill" and self.node is None:
-            raise ValueError("a kill fault names its `node`")
+        if self.action in ("kill", "fill_store") and self.node is None:
+            raise ValueError(f"a {self.action} fault names its `node`")
         if self.action == "cut" and (self.link is None or self.duration is None):
             raise ValueError("a cut fault names its `link` and `duration`")
 
@@ -116,6 +136,7 @@ class ScenarioFile(Table):
     node: list[NodeTable]
     link: list[LinkTable]
     traffic: list[TrafficTable] = []
+    app: list[AppTable] = []
     fault: list[FaultTable] = []
     expect: ExpectTable = ExpectTable()
     name: Name | None = None  # default: the file's stem
@@ -217,7 +238,8 @@ def _check(scenario: Scenario) -> None:
         raise ConfigError(f"{where}: a scenario needs at least two [[node]]s")
     for key, values in (("node", names), ("node number", [n.number for n in file.node]),
                         ("link", [link.link_name for link in file.link]),
-                        ("traffic", [t.name for t in file.traffic])):
+                        ("traffic", [t.name for t in file.traffic]),
+                        ("app", [a.name for a in file.app])):
         for index, value in enumerate(values):
             if values.index(value) != index:
                 raise ConfigError(f"{where}: {key} {value!r} is used twice")
@@ -247,6 +269,14 @@ def _check(scenario: Scenario) -> None:
         if traffic.file is not None and not (where.parent / traffic.file).is_file():
             raise ConfigError(f"{where}: key `traffic[{index}].file`: no file "
                               f"{where.parent / traffic.file}")
+    for node in file.node:
+        if node.fill_endpoint in node.endpoints:
+            raise ConfigError(f"{where}: node {node.name!r}: {node.fill_endpoint} is kept for "
+                              "fill_store faults")
+    for index, app in enumerate(file.app):
+        if app.node not in names:
+            raise ConfigError(f"{where}: key `app[{index}].node`: expected a node's name, "
+                              f"got {app.node!r}")
     links = [link.link_name for link in file.link]
     for index, fault in enumerate(file.fault):
         if fault.node is not None and fault.node not in names:

@@ -6,6 +6,8 @@ nodes to look at: a failed run says which expectation, by how much, and where.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dtn.scenario.config import Scenario
 from dtn.scenario.record import BundleRecord, ExpectationResult, RunRecord
 
@@ -15,6 +17,25 @@ _SHOWN = 5  # bundle keys named in a failure
 def _keys(bundles: list[BundleRecord]) -> str:
     names = ", ".join(b.key for b in bundles[:_SHOWN])
     return names + (f" and {len(bundles) - _SHOWN} more" if len(bundles) > _SHOWN else "")
+
+
+@dataclass(frozen=True)
+class AppOutcome:
+    name: str
+    returncode: int | None  # None: still running when the run ended, or killed at its timeout
+    timed_out: bool
+    log: str
+
+
+def judge_apps(outcomes: list[AppOutcome], record: RunRecord) -> None:
+    """A user's program passes when it exited 0 in time."""
+    for app in outcomes:
+        if app.returncode is not None:
+            measured = f"exit {app.returncode}"
+        else:
+            measured = "timed out" if app.timed_out else "still running at the end"
+        record.expectations.append(ExpectationResult(
+            f"app {app.name}", app.returncode == 0, "exit 0", measured, f"its output: {app.log}"))
 
 
 def judge(scenario: Scenario, record: RunRecord, path_light_time: dict[str, float]) -> None:

@@ -16,6 +16,21 @@ from dtn.ephemeris import earth_mars_light_time
 from dtn.scenario.config import Scenario, TrafficTable
 from dtn.scenario.record import BundleRecord, LinkRecord
 
+REFUSED_RETRY = 60.0  # mission seconds an application waits to send again after store_full
+# A fill_store fault stores bundles of these sizes, each until the store refuses one, so that
+# what is left is too small for any bundle
+FILL_SIZES = (64 * 1024, 4096, 256)
+FILL_MAX = 100_000  # bundles at most, whatever the quota
+
+
+def filler(size: int, index: int) -> bytes:
+    """Random, so that compression cannot shrink what is meant to fill a store."""
+    return np.random.default_rng((size, index)).bytes(size)
+
+
+def fill_text(node: str, count: int, size: int) -> str:
+    return f"store of {node} filled ({count} bundles, {size / 1024:.0f} KiB)"
+
 
 @dataclass(frozen=True)
 class Send:

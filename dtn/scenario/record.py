@@ -21,7 +21,8 @@ class BundleRecord:
     sha256: str
     sent_at: float
     bundle_id: str | None = None  # None: the node refused it
-    refused: str | None = None  # why the node refused it
+    refused: str | None = None  # why the node refused it, if it never took it
+    refusals: int = 0  # sends the node refused (store full) before it took it
     forwarded: list[float] = field(default_factory=list)  # handed to a link, by the source
     custody: list[tuple[str, float]] = field(default_factory=list)  # (node taking it, at)
     delivered: list[float] = field(default_factory=list)  # the destination application got it
@@ -79,6 +80,7 @@ class RunRecord:
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> counters at the end
     expectations: list[ExpectationResult] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)  # process name -> log file (real mode)
+    notes: list[str] = field(default_factory=list)  # what the run left out, for people
 
     @property
     def passed(self) -> bool:

@@ -12,17 +12,32 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tomli_w
 
 from dtn.client import ApiError, AsyncClient, Event, Received
 from dtn.emulator.config import build_config
-from dtn.scenario.config import KEYFILE, Ports, Scenario, emulator_document, node_document
-from dtn.scenario.expect import judge
+from dtn.scenario.config import (
+    KEYFILE,
+    AppTable,
+    FaultTable,
+    Ports,
+    Scenario,
+    emulator_document,
+    node_document,
+)
+from dtn.scenario.expect import AppOutcome, judge, judge_apps
 from dtn.scenario.plan import (
+    FILL_MAX,
+    FILL_SIZES,
+    REFUSED_RETRY,
     Send,
+    fill_text,
+    filler,
     link_records,
     new_record,
     path_light_times,
@@ -130,6 +145,7 @@ class RealRun:
         self._emulator_document = emulator_document(scenario, ports)
         self._emulator_config = self._write("emulator.toml", self._emulator_document)
         self.sessions: dict[str, NodeSession] = {}
+        self.apps: dict[str, AppOutcome] = {}
 
     def _write(self, name: str, document: dict) -> Path:
         path = self.folder / name
@@ -175,37 +191,46 @@ class RealRun:
     # === traffic and faults ====================================================================
 
     async def _send_all(self) -> None:
-        plan = sends(self.scenario)
-        for at, group in itertools.groupby(plan, key=lambda send: send.at):
+        """Each send on time, whatever the ones before are waiting for (a node down, a full
+        store), as independent applications would."""
+        sending = []
+        for at, group in itertools.groupby(sends(self.scenario), key=lambda send: send.at):
             await self.until(at)
-            await asyncio.gather(*(self._send(send) for send in group))
+            sending += [asyncio.create_task(self._send(send)) for send in group]
+        await asyncio.gather(*sending)
 
     async def _send(self, send: Send) -> None:
         traffic = send.traffic
         session = self.sessions[traffic.source]
         data = payload(self.scenario, send)
+        record = new_record(send, data, self.now())
+        self.record.bundles.append(record)  # counted from the first try, whatever comes of it
         while True:
             await session.up.wait()
-            record = new_record(send, data, self.now())
+            record.sent_at = self.now()
             try:
                 bundle_id = await session.outbox.send(
                     traffic.to, data, lifetime=traffic.lifetime, custody=traffic.custody,
                     priority=traffic.priority, report=traffic.report, watch=True)
-                self.records[bundle_id] = record
-                record.bundle_id = bundle_id
-                for node, event in self._early.pop(bundle_id, []):
-                    self.on_event(node, event)
             except ApiError as error:
                 record.refused = str(error)
+                if error.code != "store_full":
+                    break
+                record.refusals += 1  # as an application would: try again a little later
+                await self.until(self.now() + REFUSED_RETRY)
+                continue
             except ConnectionError:
-                if record.bundle_id is None:
-                    continue  # killed before it said the bundle was durable: send it again
+                continue  # killed before it said the bundle was durable: send it again
+            record.refused = None
+            self.records[bundle_id] = record
+            record.bundle_id = bundle_id
+            for node, event in self._early.pop(bundle_id, []):
+                self.on_event(node, event)
             break
-        self.record.bundles.append(record)
         self._sent += 1
 
     async def _faults(self) -> None:
-        restarts = []
+        tasks = []
         for fault in sorted(self.scenario.file.fault, key=lambda f: f.at):
             await self.until(fault.at)
             at = self.now()
@@ -213,8 +238,10 @@ class RealRun:
                 await self.sessions[fault.node].kill()
                 self.record.faults.append(FaultRecord(at, f"kill -9 {fault.node}"))
                 if fault.restart_after is not None:
-                    restarts.append(asyncio.create_task(
+                    tasks.append(asyncio.create_task(
                         self._restart(fault.node, fault.at + fault.restart_after)))
+            elif fault.action == "fill_store":
+                tasks.append(asyncio.create_task(self._fill(fault)))
             elif fault.action == "restart_emulator":
                 emulator = self.net.processes["emulator"]
                 emulator.kill()
@@ -224,16 +251,71 @@ class RealRun:
             else:
                 self.record.faults.append(FaultRecord(
                     at, f"contact {fault.link} cut for {fault.duration / 60:g} min"))
-        await asyncio.gather(*restarts)
+        await asyncio.gather(*tasks)
+
+    async def _fill(self, fault: FaultTable) -> None:
+        """Send bundles to the node's fill endpoint until its store refuses one; they wait
+        there (nobody registered it) until the fault's duration is over, then are taken."""
+        session, table = self.sessions[fault.node], self.scenario.node(fault.node)
+        at, count, stored = self.now(), 0, 0
+        async with AsyncClient(session.socket) as client:
+            for size in FILL_SIZES:
+                try:
+                    while count < FILL_MAX:
+                        await client.send(table.fill_endpoint, filler(size, count), custody=False)
+                        count, stored = count + 1, stored + size
+                except ApiError as error:
+                    if error.code != "store_full":
+                        raise
+            self.record.faults.append(FaultRecord(at, fill_text(fault.node, count, stored)))
+            if fault.duration is None:
+                return
+            await self.until(fault.at + fault.duration)
+            await client.register(table.fill_endpoint)
+            taken = 0
+            while taken < count and (item := await client.receive(timeout=30.0)) is not None:
+                await client.ack(item)
+                taken += 1
+            self.record.faults.append(FaultRecord(
+                self.now(), f"store of {fault.node} emptied ({taken} taken)"))
 
     async def _restart(self, name: str, at: float) -> None:
         await self.until(at)
         self.record.faults.append(FaultRecord(self.now(), f"restart {name}"))
         await self.sessions[name].restart()
 
+    async def _app(self, app: AppTable) -> None:
+        """Run a user's program beside its node, on the run's clock, until it exits or its
+        timeout; its output goes to run/app-NAME.log."""
+        await self.until(app.at)
+        log = self.folder / f"app-{app.name}.log"
+        env = dict(self.net.env, DTN_API_SOCKET=self.sessions[app.node].socket,
+                   DTN_TIME_SCALE=repr(self.scale))
+        with log.open("wb") as output:
+            argv = [sys.executable, *app.run[1:]] if app.run[0] == "python" else app.run
+            process = await asyncio.create_subprocess_exec(
+                *argv, cwd=self.scenario.path.parent, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=output, stderr=asyncio.subprocess.STDOUT)
+        outcome = AppOutcome(app.name, None, False, str(log))
+        self.apps[app.name] = outcome
+        limit = None if app.timeout is None else app.timeout / self.scale
+        try:
+            code = await asyncio.wait_for(process.wait(), limit)
+            self.apps[app.name] = replace(outcome, returncode=code)
+        except TimeoutError:
+            self.apps[app.name] = replace(outcome, timed_out=True)
+        finally:
+            if process.returncode is None:  # timed out, or the run is over
+                process.kill()
+                await process.wait()
+
     async def _complete(self) -> bool:
-        """Everything sent was delivered and (if expected) no node holds custody."""
+        """Everything sent was delivered, every app has finished, and (if expected) no node
+        holds custody."""
         if self._sent < self.record.planned:
+            return False
+        if len(self.apps) < len(self.scenario.file.app) or any(
+                a.returncode is None and not a.timed_out for a in self.apps.values()):
             return False
         if any(not r.delivered for r in self.record.bundles if r.refused is None):
             return False
@@ -260,7 +342,8 @@ class RealRun:
             self.sessions[node.name] = session
         workers = [asyncio.create_task(coroutine) for session in self.sessions.values()
                    for coroutine in (session.follow(), session.take())]
-        driver = asyncio.gather(self._send_all(), self._faults())
+        driver = asyncio.gather(self._send_all(), self._faults(),
+                                *(self._app(app) for app in self.scenario.file.app))
         try:
             while self.now() < self.scenario.file.duration:
                 if driver.done():
@@ -314,6 +397,8 @@ class RealRun:
                 self.record.logs = {name: str(process.log_path)
                                     for name, process in self.net.processes.items()}
         judge(self.scenario, self.record, path_light_times(self.scenario, self.record.bundles))
+        judge_apps([self.apps.get(app.name, AppOutcome(app.name, None, False, "(never started)"))
+                    for app in self.scenario.file.app], self.record)
         return self.record
 
 

@@ -19,10 +19,22 @@ from dtn.config.node import build_node_config
 from dtn.emulator.channel import ChannelDirection
 from dtn.emulator.config import build_config
 from dtn.fec import FrameConfig
-from dtn.scenario.config import KEYFILE, Ports, Scenario, emulator_document, node_document
+from dtn.scenario.config import (
+    KEYFILE,
+    FaultTable,
+    Ports,
+    Scenario,
+    emulator_document,
+    node_document,
+)
 from dtn.scenario.expect import judge
 from dtn.scenario.plan import (
+    FILL_MAX,
+    FILL_SIZES,
+    REFUSED_RETRY,
     Send,
+    fill_text,
+    filler,
     link_records,
     new_record,
     path_light_times,
@@ -53,6 +65,7 @@ class VirtualRun:
         self._transmitted: set[tuple[str, str]] = set()  # (node, bundle or fragment ID)
         self._custody: set[tuple[str, str]] = set()  # (node, whole ID) released there
         self._waiting: dict[str, list[Send]] = {}  # sends due while their node was down
+        self._refused: dict[str, BundleRecord] = {}  # by send key: store full, tried again
         self._up: dict[str, set[str]] = {}
         self._due = 0
         self._frames: dict[str, FrameConfig] = {}
@@ -111,20 +124,28 @@ class VirtualRun:
             self._waiting.setdefault(source, []).append(send)
             return
         data = payload(self.scenario, send)
-        record = new_record(send, data, self.net.now - self.t0)
+        record = self._refused.pop(send.key, None) or new_record(send, data, 0.0)
+        record.sent_at = self.net.now - self.t0
         traffic = send.traffic
         try:
             bundle_id = node.agent.submit(
                 data, traffic.to, self.net.now, lifetime=traffic.lifetime,
                 priority=traffic.priority, custody=traffic.custody,
                 report_to=node.node_id if traffic.report else None)
-        except StoreFull as error:
+        except StoreFull as error:  # the application tries again a little later
+            if not record.refusals:
+                self.record.bundles.append(record)
+            record.refusals += 1
             record.refused = str(error)
-        else:
-            record.bundle_id = str(bundle_id)
-            self.records[record.bundle_id] = record
-            self._uncommitted.append((send, record))
-        self.record.bundles.append(record)
+            self._refused[send.key] = record
+            self.net.at(self.net.now + REFUSED_RETRY, lambda: self._send(send))
+            return
+        record.refused = None
+        record.bundle_id = str(bundle_id)
+        self.records[record.bundle_id] = record
+        self._uncommitted.append((send, record))
+        if not record.refusals:
+            self.record.bundles.append(record)
         self._due -= 1
 
     def _fault(self, index: int) -> None:
@@ -137,6 +158,8 @@ class VirtualRun:
             self.record.faults.append(FaultRecord(at, f"kill -9 {fault.node}"))
             if fault.restart_after is not None:
                 self.net.at(self.net.now + fault.restart_after, lambda: self._restart(fault.node))
+        elif fault.action == "fill_store":
+            self._fill(fault)
         elif fault.action == "restart_emulator":
             lost = self.net.lose_in_flight()
             self.record.faults.append(FaultRecord(at, f"emulator restarted ({lost} in flight "
@@ -144,6 +167,34 @@ class VirtualRun:
         else:
             self.record.faults.append(FaultRecord(
                 at, f"contact {fault.link} cut for {fault.duration / 60:g} min"))
+
+    def _fill(self, fault: FaultTable) -> None:
+        """Store bundles for the node's fill endpoint until its store refuses one; they wait
+        there (nobody takes them) until the fault's duration is over."""
+        node, table = self.net.nodes[fault.node], self.scenario.node(fault.node)
+        at = self.net.now - self.t0
+        if node.agent is None:
+            self.record.faults.append(FaultRecord(at, f"store of {fault.node} not filled: down"))
+            return
+        node.hold.add(table.fill_endpoint)
+        count = stored = 0
+        for size in FILL_SIZES:
+            try:
+                while count < FILL_MAX:
+                    node.agent.submit(filler(size, count), table.fill_endpoint, self.net.now,
+                                      custody=False)
+                    count, stored = count + 1, stored + size
+            except StoreFull:
+                continue
+        self.record.faults.append(FaultRecord(at, fill_text(fault.node, count, stored)))
+        if fault.duration is not None:
+            self.net.at(self.net.now + fault.duration, lambda: self._drain(fault.node))
+
+    def _drain(self, name: str) -> None:
+        node = self.net.nodes[name]
+        taken = node.release(self.scenario.node(name).fill_endpoint, self.net.now)
+        self.record.faults.append(FaultRecord(self.net.now - self.t0,
+                                              f"store of {name} emptied ({taken} taken)"))
 
     def _unsend(self, name: str) -> None:
         """Sends not yet committed when their node dies were never acknowledged: the
@@ -209,6 +260,9 @@ class VirtualRun:
         for index, fault in enumerate(self.scenario.file.fault):
             self.net.at(self.t0 + fault.at, lambda index=index: self._fault(index))
         end = self.t0 + self.scenario.file.duration
+        for app in self.scenario.file.app:
+            self.record.notes.append(f"app {app.name} not run: virtual time has no node API "
+                                     "(run without --virtual)")
         self.net.run_until(end, MAX_STEPS, self._done)
         self.record.duration = self.net.now - self.t0
         self.record.wall_seconds = time.perf_counter() - started

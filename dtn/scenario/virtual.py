@@ -41,6 +41,8 @@ class VirtualNode:
     delivered: list[Deliver] = field(default_factory=list)
     events: list = field(default_factory=list)
     ack_deliveries: bool = True
+    hold: set[str] = field(default_factory=set)  # endpoints whose deliveries wait (not acked)
+    held: list[Deliver] = field(default_factory=list)
 
     def start(self) -> None:
         store = BundleStore(self.path, quota=self.quota)
@@ -50,7 +52,17 @@ class VirtualNode:
         """Drop the agent and its store without a clean close: what was not committed is lost,
         exactly as after kill -9 (SQLite rolls the open transaction back)."""
         self.agent = None
+        self.held.clear()  # a new agent offers them again
         gc.collect()
+
+    def release(self, endpoint: str, now: float) -> int:
+        """An application takes what waited for `endpoint`; returns how many."""
+        self.hold.discard(endpoint)
+        taken = [d for d in self.held if d.endpoint == endpoint]
+        self.held = [d for d in self.held if d.endpoint != endpoint]
+        for delivery in taken:
+            self.agent.delivered(delivery.delivery_id, now)
+        return len(taken)
 
 
 @dataclass
@@ -165,6 +177,9 @@ class VirtualNet:
                 if isinstance(action, Transmit):
                     self._transmit(node.name, action)
                 elif isinstance(action, Deliver):
+                    if action.endpoint in node.hold:
+                        node.held.append(action)
+                        continue
                     node.delivered.append(action)
                     if node.ack_deliveries:
                         node.agent.delivered(action.delivery_id, self.now)
