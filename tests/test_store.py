@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ import textwrap
 import pytest
 
 from dtn.store import BundleStore, DuplicateBundle, NewBundle, Quota, State, StoreError, StoreFull
-from dtn.store.schema import DDL, SCHEMA_VERSION
+from dtn.store.schema import SCHEMA_VERSION
 
 
 def record(
@@ -326,21 +325,57 @@ def test_payload_files_no_committed_row_names_are_removed_at_open(tmp_path):
     assert store.known("ipn:1.0/2.0") is None
 
 
-def test_a_schema_1_store_is_migrated(tmp_path):
+# The bundles table as schema 2 had it (schema 1 lacked `file`): the encoded bundle in `data`.
+SCHEMA_2_DDL = """
+CREATE TABLE bundles (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, state INTEGER NOT NULL, next_hop TEXT,
+    priority INTEGER NOT NULL, created REAL NOT NULL, expires REAL NOT NULL,
+    received REAL NOT NULL, size INTEGER NOT NULL, custodian TEXT, retransmit_at REAL,
+    adu TEXT, frag_offset INTEGER, frag_length INTEGER, data BLOB, file TEXT
+);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_is_migrated(tmp_path, version):
     path = tmp_path / "s.db"
     db = sqlite3.connect(path)
-    db.executescript(re.sub(r"data BLOB,(.*)\n\s*file TEXT.*", r"data BLOB\1", DDL))
-    assert "file" not in [column[1] for column in db.execute("PRAGMA table_info(bundles)")]
-    db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    db.executescript(SCHEMA_2_DDL if version == 2 else SCHEMA_2_DDL.replace(", file TEXT", ""))
+    db.execute("INSERT INTO meta VALUES ('schema', ?)", (version,))
     db.execute(
         "INSERT INTO bundles (id, key, state, priority, created, expires, received, size, "
         "data) VALUES (1, 'ipn:1.0/1.0', 0, 1, 0, 1e9, 0, 3, x'010203')"
+    )
+    db.execute(  # a tombstone: no bytes
+        "INSERT INTO bundles (id, key, state, priority, created, expires, received, size) "
+        "VALUES (2, 'ipn:1.0/2.0', 4, 1, 0, 1e9, 0, 3)"
     )
     db.commit()
     db.close()
     store = BundleStore(path)
     assert store.get_meta("schema") == SCHEMA_VERSION
     assert store.get(1).data == b"\x01\x02\x03" and store.get(1).file is None
+    assert store.get(2).data is None and store.known("ipn:1.0/2.0")[0] == State.DONE
+    columns = [column[1] for column in store._db.execute("PRAGMA table_info(bundles)")]
+    assert "data" not in columns and "file" in columns
+    assert store.integrity_check() == "ok"
+
+
+def test_a_state_change_writes_the_small_row_not_the_bundle(tmp_path):
+    """The bytes have their own table: marking a 28 KB bundle in flight (a row that grows by
+    a REAL) must not rewrite them into the WAL."""
+    store = BundleStore(tmp_path / "s.db", synchronous="NORMAL")
+    ids = store.add_many([NewBundle(f"ipn:1.0/{i}.0", os.urandom(28_000), State.PENDING, 0.0,
+                                    1e9, 0.0, next_hop="b") for i in range(20)])
+    store.commit()
+    wal = tmp_path / "s.db-wal"
+    before = wal.stat().st_size
+    for bundle_id in ids:
+        store.mark_in_flight(bundle_id, 100.0)
+    store.commit()
+    assert wal.stat().st_size - before < 20 * 2 * 4096  # a page or two each, not 28 KB
+    assert all(b.data is not None and len(b.data) == 28_000 for b in store.load(ids))
 
 
 WRITER = textwrap.dedent("""

@@ -31,6 +31,7 @@ _COLUMNS = (
     "retransmit_at, data, file"
 )
 _COLUMN_NAMES = tuple(_COLUMNS.split(", "))
+_FROM = "bundles LEFT JOIN payloads USING (id)"  # a tombstone has no payloads row
 _REAL = (float, int)  # SQLite hands back a REAL column's whole values as int when stored so
 _OPTIONAL_TEXT = (str, type(None))
 _COLUMN_TYPES = ((int,), (str,), (int,), _OPTIONAL_TEXT, (int,), _REAL, _REAL, _REAL, (int,),
@@ -39,8 +40,9 @@ _STATES = {int(state): state for state in State}
 _LIVE = f"state IN ({', '.join(str(int(s)) for s in LIVE_STATES)})"
 _INSERT = (
     "INSERT INTO bundles (id, key, state, next_hop, priority, created, expires, received, size, "
-    "custodian, adu, frag_offset, frag_length, data, file) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "custodian, adu, frag_offset, frag_length, file) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_PAYLOAD = "INSERT INTO payloads (id, data) VALUES (?, ?)"
 _SYNCHRONOUS = ("FULL", "NORMAL")
 _CACHE_KIB = 16 * 1024  # SQLite page cache bound, whatever the number stored
 _PAYLOAD_FILE = re.compile(r"[0-9]+\.payload")  # what _adopt names a row's payload file
@@ -286,19 +288,21 @@ class BundleStore:
                 b.adu,
                 b.frag_offset,
                 b.frag_length,
-                b.data,
                 files[i],
             )
             for i, b in enumerate(bundles)
         ]
+        payloads = [(first + i, b.data) for i, b in enumerate(bundles)]
         db = self._write()
         try:
-            if len(rows) == 1:  # one statement is atomic by itself
+            if len(rows) == 1:  # one statement is atomic by itself; the new id cannot clash
                 db.execute(_INSERT, rows[0])
+                db.execute(_INSERT_PAYLOAD, payloads[0])
             else:
                 db.execute("SAVEPOINT add_many")
                 try:
                     db.executemany(_INSERT, rows)
+                    db.executemany(_INSERT_PAYLOAD, payloads)
                 except sqlite3.IntegrityError:
                     db.execute("ROLLBACK TO add_many")
                     raise
@@ -324,14 +328,14 @@ class BundleStore:
 
     def get(self, bundle_id: int) -> StoredBundle | None:
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM bundles WHERE id = ?", (bundle_id,)
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE id = ?", (bundle_id,)
         ).fetchone()
         return None if row is None else StoredBundle.from_row(row, self.payload_dir)
 
     def due(self, next_hop: str, limit: int) -> list[StoredBundle]:
         """Bundles queued for a neighbour: highest priority first, then oldest."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM bundles WHERE next_hop = ? AND state = {State.PENDING} "
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE next_hop = ? AND state = {State.PENDING} "
             "ORDER BY priority DESC, created LIMIT ?",
             (next_hop, limit),
         )
@@ -340,7 +344,7 @@ class BundleStore:
     def unrouted(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Queued bundles that had no route, in ID order after `after_id`."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM bundles WHERE next_hop IS NULL AND state = {State.PENDING} "
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE next_hop IS NULL AND state = {State.PENDING} "
             "AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -349,7 +353,7 @@ class BundleStore:
     def deliverable(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Bundles waiting for the application, in ID order after `after_id`."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM bundles WHERE state = {State.DELIVERABLE} AND id > ? "
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE state = {State.DELIVERABLE} AND id > ? "
             "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -366,7 +370,7 @@ class BundleStore:
     def load(self, ids: Iterable[int]) -> list[StoredBundle]:
         ids = list(ids)
         marks = ",".join("?" * len(ids))
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE id IN ({marks})", ids)
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE id IN ({marks})", ids)
         return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
 
     def next_expiry(self) -> float | None:
@@ -405,12 +409,13 @@ class BundleStore:
         rows = (
             self._write()
             .execute(
-                f"UPDATE bundles SET state = {State.DONE}, data = NULL WHERE {where} "
+                f"UPDATE bundles SET state = {State.DONE} WHERE {where} "
                 "RETURNING size, file, id, next_hop, retransmit_at",
                 params,
             )
             .fetchall()
         )
+        self._db.executemany("DELETE FROM payloads WHERE id = ?", [(row[2],) for row in rows])
         with_file = [(row[2],) for row in rows if row[1] is not None]
         if with_file:  # rare: large ADUs only
             self._doom(row[1] for row in rows)
@@ -435,15 +440,15 @@ class BundleStore:
 
     def purge_expired(self, now: float, limit: int) -> list[StoredBundle]:
         """Delete up to `limit` rows whose lifetime ended by `now`; the live ones deleted."""
-        rows = (
-            self._write()
-            .execute(
-                f"DELETE FROM bundles WHERE id IN (SELECT id FROM bundles WHERE expires <= ? "
-                f"ORDER BY expires LIMIT ?) RETURNING {_COLUMNS}",
-                (now, limit),
-            )
-            .fetchall()
-        )
+        db = self._write()
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE id IN (SELECT id FROM bundles "
+            "WHERE expires <= ? ORDER BY expires LIMIT ?)",
+            (now, limit),
+        ).fetchall()
+        ids = [(row[0],) for row in rows]
+        db.executemany("DELETE FROM bundles WHERE id = ?", ids)
+        db.executemany("DELETE FROM payloads WHERE id = ?", ids)
         payload_dir = self.payload_dir
         live = [StoredBundle.from_row(row, payload_dir) for row in rows if row[2] != State.DONE]
         self._doom(row[12] for row in rows)
@@ -502,7 +507,8 @@ class BundleStore:
         if isinstance(version, int) and version in MIGRATIONS:
             self._db.execute("BEGIN IMMEDIATE")
             for step in range(version, SCHEMA_VERSION):
-                self._db.execute(MIGRATIONS[step])
+                for statement in MIGRATIONS[step]:
+                    self._db.execute(statement)
             self._db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION,))
             self._db.execute("COMMIT")
         elif version != SCHEMA_VERSION:
