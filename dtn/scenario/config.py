@@ -30,10 +30,12 @@ from dtn.config.schema import (
     read_toml,
 )
 from dtn.emulator.config import ChannelTable
+from dtn.security.keyfile import generate_key, write_keyring
+from dtn.security.keyring import Keyring
 
 DEFAULT_TIME_SCALE = 1000.0
-KEYFILE = Path(__file__).resolve().parent.parent.parent / "configs" / "keys-example.toml"
-LINK_KEY = "mars-link"  # the example key file's link key: every scenario pair shares it
+KEYFILE = "keys.toml"  # each run's own key file, in its folder (`write_run_keys`)
+LINK_KEY = "scenario-link"  # its one key: every pair of the run's nodes shares it
 MAX_BUNDLES = 100_000  # over all traffic entries: a scenario is a test, not a load generator
 # A fill_store fault fills a node's store with bundles for this service of the node itself,
 # which no application registers until the fault ends (so they stay stored).
@@ -300,7 +302,12 @@ class Ports:
     to_a: int
 
 
-def node_document(scenario: Scenario, name: str, ports: dict[str, Ports], keyfile: str,
+def write_run_keys(folder: Path) -> None:
+    """A fresh random key for this run's BCBs (no well-known demo key, nothing to ship)."""
+    write_keyring(folder / KEYFILE, Keyring({LINK_KEY: generate_key()}))
+
+
+def node_document(scenario: Scenario, name: str, ports: dict[str, Ports],
                   log_format: str = "text") -> dict:
     """The node config (as a TOML document) of scenario node `name`."""
     node = scenario.node(name)
@@ -352,7 +359,7 @@ def node_document(scenario: Scenario, name: str, ports: dict[str, Ports], keyfil
     if file.security:
         others = [n for n in file.node if n.name != name]
         document["security"] = {
-            "keyfile": keyfile,
+            "keyfile": KEYFILE,
             "rule": [{"destination": f"ipn:{other.number}.*", "source": f"ipn:{other.number}.*",
                       "bcb": "A256GCM", "key": LINK_KEY} for other in others],
         }

@@ -22,13 +22,13 @@ import tomli_w
 from dtn.client import ApiError, AsyncClient, Event, Received
 from dtn.emulator.config import build_config
 from dtn.scenario.config import (
-    KEYFILE,
     AppTable,
     FaultTable,
     Ports,
     Scenario,
     emulator_document,
     node_document,
+    write_run_keys,
 )
 from dtn.scenario.expect import AppOutcome, judge, judge_apps
 from dtn.scenario.plan import (
@@ -44,7 +44,7 @@ from dtn.scenario.plan import (
     payload,
     sends,
 )
-from dtn.scenario.processes import Network, Process, free_udp_ports, private_copy
+from dtn.scenario.processes import Network, Process, free_udp_ports
 from dtn.scenario.record import BundleRecord, FaultRecord, RunRecord
 
 START_ALLOWANCE = 4.0  # wall seconds from writing the configs to mission time 0
@@ -136,11 +136,11 @@ class RealRun:
         self._early: dict[str, list[tuple[str, Event]]] = {}  # events before the ID was known
         self._sent = 0
         ports = {link.link_name: Ports(*free_udp_ports(4)) for link in scenario.file.link}
-        private_copy(KEYFILE, folder)
+        write_run_keys(folder)
         self.net = Network(folder, epoch)
         self._configs = {}
         for node in scenario.file.node:
-            document = node_document(scenario, node.name, ports, KEYFILE.name, log_format)
+            document = node_document(scenario, node.name, ports, log_format=log_format)
             self._configs[node.name] = self._write(f"{node.name}.toml", document)
         self._emulator_document = emulator_document(scenario, ports)
         self._emulator_config = self._write("emulator.toml", self._emulator_document)

@@ -20,12 +20,12 @@ from dtn.emulator.channel import ChannelDirection
 from dtn.emulator.config import build_config
 from dtn.fec import FrameConfig
 from dtn.scenario.config import (
-    KEYFILE,
     FaultTable,
     Ports,
     Scenario,
     emulator_document,
     node_document,
+    write_run_keys,
 )
 from dtn.scenario.expect import judge
 from dtn.scenario.plan import (
@@ -41,7 +41,6 @@ from dtn.scenario.plan import (
     payload,
     sends,
 )
-from dtn.scenario.processes import private_copy
 from dtn.scenario.record import BundleRecord, FaultRecord, RunRecord
 from dtn.scenario.virtual import VirtualNet, VirtualNode
 from dtn.store import State, StoreFull
@@ -72,10 +71,9 @@ class VirtualRun:
         self._rates: dict[str, dict[str, float | None]] = {}
         self._plans: dict = {}
         ports = {link.link_name: Ports(0, 0, 0, 0) for link in scenario.file.link}
-        private_copy(KEYFILE, folder)
+        write_run_keys(folder)
         for node in scenario.file.node:
-            self._add_node(node.name, node_document(scenario, node.name, ports,
-                                                    KEYFILE.name), folder)
+            self._add_node(node.name, node_document(scenario, node.name, ports), folder)
         self.emulator = build_config(emulator_document(scenario, ports), folder / "emulator")
         for link in self.emulator.links:
             for direction, sender, receiver in (("a_to_b", link.a.name, link.b.name),
