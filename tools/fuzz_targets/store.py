@@ -30,6 +30,7 @@ _COLUMNS = ("id", "key", "state", "next_hop", "priority", "created", "expires", 
             "size", "custodian", "retransmit_at", "adu", "frag_offset", "frag_length", "data",
             "file")
 _META = ("schema", "next_id", "live_totals")
+_TABLE = {"data": "payloads"}  # a bundle's bytes are a row of their own table, same id
 _ROWS = 8
 _HOPS = ("mars", "relay")
 # The types each StoredBundle field may hold (int for float columns: SQLite gives back 5.0 as 5
@@ -101,7 +102,12 @@ def _apply(db: sqlite3.Connection, edits: list[tuple[int, int, object]]) -> None
     for row, column, value in edits:
         try:
             if column < len(_COLUMNS):
-                db.execute(f"UPDATE bundles SET {_COLUMNS[column]} = ? WHERE id = ?", (value, row))
+                name = _COLUMNS[column]
+                if name == "data" and value is None:  # NOT NULL there: a live row without bytes
+                    db.execute("DELETE FROM payloads WHERE id = ?", (row,))
+                    continue
+                db.execute(f"UPDATE {_TABLE.get(name, 'bundles')} SET {name} = ? WHERE id = ?",
+                           (value, row))
             else:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            (_META[column - len(_COLUMNS)], value))
