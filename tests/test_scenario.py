@@ -81,8 +81,7 @@ def test_unplanned_cut_and_emulator_restart_are_bridged(tmp_path: Path) -> None:
     assert all(len(bundle.delivered) == 1 for bundle in record.bundles)
 
 
-APP = """
-duration = "1h"
+EARTH_MARS = """
 [[node]]
 name = "earth"
 number = 1
@@ -92,6 +91,9 @@ number = 2
 [[link]]
 a = "earth"
 b = "mars"
+"""
+
+APP = 'duration = "1h"' + EARTH_MARS + """
 delay = "1min"
 [[app]]
 name = "status-check"
@@ -126,17 +128,7 @@ def test_light_time_from_the_ephemeris_bounds_every_delivery(tmp_path: Path) -> 
         assert bundle.latency >= light - 1.0  # nothing is faster than light
 
 
-FAILING = """
-duration = "2h"
-[[node]]
-name = "earth"
-number = 1
-[[node]]
-name = "mars"
-number = 2
-[[link]]
-a = "earth"
-b = "mars"
+FAILING = 'duration = "2h"' + EARTH_MARS + """
 delay = "20min"
 rate = "256 kbit/s"
 loss = 0.05

@@ -115,10 +115,11 @@ class NodeSession:
                 await self._lost()
 
     async def _lost(self) -> None:
-        """The connection broke: the node was killed (wait for its restart) or died."""
+        """The connection broke: the node was killed (wait for its restart) or failed."""
         generation = self.generation
-        if self.process.running and self.up.is_set():
-            raise RuntimeError(f"lost the API connection to {self.name}: "
+        if self.up.is_set():  # not a kill fault: those clear `up` first
+            state = "running" if self.process.running else "exited"
+            raise RuntimeError(f"lost the API connection to {self.name} ({state}): "
                                f"{self.process.tail(3)}")
         while self.generation == generation:
             await asyncio.sleep(POLL)
