@@ -83,6 +83,11 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)  # what the run left out, for people
 
     @property
+    def all_delivered(self) -> bool:
+        """Every bundle a node accepted so far has reached its application."""
+        return all(b.delivered for b in self.bundles if b.refused is None)
+
+    @property
     def passed(self) -> bool:
         return all(result.passed for result in self.expectations)
 

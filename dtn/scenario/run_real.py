@@ -318,7 +318,7 @@ class RealRun:
         if len(self.apps) < len(self.scenario.file.app) or any(
                 a.returncode is None and not a.timed_out for a in self.apps.values()):
             return False
-        if any(not r.delivered for r in self.record.bundles if r.refused is None):
+        if not self.record.all_delivered:
             return False
         if not self.scenario.file.expect.none_in_custody:
             return True

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dtn.agent import Deliver, Event, Transmit
 from dtn.bundle import EID
-from dtn.config.node import build_node_config
+from dtn.config.node import NodeConfig, build_node_config
 from dtn.emulator.channel import ChannelDirection
 from dtn.emulator.config import build_config
 from dtn.fec import FrameConfig
@@ -65,55 +65,56 @@ class VirtualRun:
         self._custody: set[tuple[str, str]] = set()  # (node, whole ID) released there
         self._waiting: dict[str, list[Send]] = {}  # sends due while their node was down
         self._refused: dict[str, BundleRecord] = {}  # by send key: store full, tried again
-        self._up: dict[str, set[str]] = {}
         self._due = 0
-        self._frames: dict[str, FrameConfig] = {}
-        self._rates: dict[str, dict[str, float | None]] = {}
-        self._plans: dict = {}
+        configs: dict[str, NodeConfig] = {}
         ports = {link.link_name: Ports(0, 0, 0, 0) for link in scenario.file.link}
         write_run_keys(folder)
         for node in scenario.file.node:
-            self._add_node(node.name, node_document(scenario, node.name, ports), folder)
+            configs[node.name] = self._add_node(node.name, node_document(scenario, node.name,
+                                                                         ports), folder)
         self.emulator = build_config(emulator_document(scenario, ports), folder / "emulator")
         for link in self.emulator.links:
             for direction, sender, receiver in (("a_to_b", link.a.name, link.b.name),
                                                 ("b_to_a", link.b.name, link.a.name)):
                 params = getattr(link, direction)
                 channel = ChannelDirection(params, self.emulator.direction_seed(link, direction))
-                self.net.emulate(sender, receiver, channel, self._frames[sender],
-                                 self._rates[sender].get(receiver) or 0.0)
+                fec = configs[sender].file.fec
+                rate = next(n.rate for n in configs[sender].neighbours if n.name == receiver)
+                self.net.emulate(sender, receiver, channel, FrameConfig(fec.frame_size, fec.depth),
+                                 rate or 0.0)
         self.net.observers.append(self._observe)
         self._uncommitted: list[tuple[Send, BundleRecord]] = []  # submitted, not yet durable
         self.net.after_collect.append(self._uncommitted.clear)
         for name in self.net.nodes:
             self._contacts(name)
 
-    def _add_node(self, name: str, document: dict, folder: Path) -> None:
+    def _add_node(self, name: str, document: dict, folder: Path) -> NodeConfig:
         config = build_node_config(document, folder / f"{name}.toml", data_dir=folder / name)
         (folder / name).mkdir(exist_ok=True)
-        fec = config.file.fec
-        self._frames[name] = FrameConfig(fec.frame_size, fec.depth)
-        self._rates[name] = {n.name: n.rate for n in config.neighbours}
-        router = config.router(self.t0)
-        self._plans[name] = router.plan
-        self._up[name] = set()
-        self.net.add(VirtualNode(name, config.node_id, config.store_path, router,
-                                 config.agent_config(), config.quota()))
+        self.net.add(VirtualNode(name, config.node_id, config.store_path,
+                                 config.router(self.t0), config.agent_config(), config.quota()))
+        return config
 
     # === contacts, traffic, faults =============================================================
 
     def _contacts(self, name: str) -> None:
-        """Links up and down as the node's contact plan says (as the daemon does)."""
-        plan, now = self._plans[name], self.net.now
-        if self.net.nodes[name].agent is not None:
-            for neighbour in self.net.nodes[name].router.links:
-                up = plan.is_up(neighbour, now) if plan.plans(neighbour) else True
-                if up != (neighbour in self._up[name]):
-                    (self._up[name].add if up else self._up[name].discard)(neighbour)
-                    self.net.set_contact(name, neighbour, up)
-        edge = plan.next_transition(now)
+        """Follow the node's contact plan from now on (as the daemon does)."""
+        self._apply_plan(name)
+        edge = self.net.nodes[name].router.plan.next_transition(self.net.now)
         if edge is not None:
             self.net.at(edge[0], lambda: self._contacts(name))
+
+    def _apply_plan(self, name: str) -> None:
+        """Links up and down as the node's contact plan says now (a node that is down learns
+        of it when it starts again)."""
+        node, now = self.net.nodes[name], self.net.now
+        if node.agent is None:
+            return
+        plan = node.router.plan
+        for neighbour in node.router.links:
+            up = plan.is_up(neighbour, now) if plan.plans(neighbour) else True
+            if up != ((name, neighbour) in self.net.up):
+                self.net.set_contact(name, neighbour, up)
 
     def _send(self, send: Send) -> None:
         source = send.traffic.source
@@ -152,7 +153,6 @@ class VirtualRun:
         if fault.action == "kill":
             self._unsend(fault.node)
             self.net.crash(fault.node)
-            self._up[fault.node].clear()
             self.record.faults.append(FaultRecord(at, f"kill -9 {fault.node}"))
             if fault.restart_after is not None:
                 self.net.at(self.net.now + fault.restart_after, lambda: self._restart(fault.node))
@@ -208,7 +208,7 @@ class VirtualRun:
     def _restart(self, name: str) -> None:
         self.record.faults.append(FaultRecord(self.net.now - self.t0, f"restart {name}"))
         self.net.start(name)
-        self._contacts(name)
+        self._apply_plan(name)  # its links as they were, then as the plan says now
         for send in self._waiting.pop(name, []):
             self._send(send)
 
@@ -241,7 +241,7 @@ class VirtualRun:
                 record.custody.append((next_hop or f"after {node.name}", now))
 
     def _done(self) -> bool:
-        if self._due or any(not r.delivered for r in self.record.bundles if r.refused is None):
+        if self._due or not self.record.all_delivered:
             return False
         if not self.scenario.file.expect.none_in_custody:
             return True
