@@ -80,7 +80,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def summary(record: RunRecord) -> str:
-    delivered = sum(1 for b in record.bundles if b.delivered)
+    delivered = record.delivered_count
     lines = [f"      t+{fault.at / 60:7.1f} min  {fault.what}" for fault in record.faults]
     lines += [f"note  {note}" for note in record.notes]
     lines += [line.line() for line in record.expectations]

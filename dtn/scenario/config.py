@@ -9,6 +9,7 @@ as durations are relative to it, as in any node or emulator config).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -450,6 +451,4 @@ def _schedule_document(schedule: str | ScheduleTable) -> dict | str:
 
 
 def _iso(instant: float) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(instant, dt.UTC).isoformat()

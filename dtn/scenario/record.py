@@ -83,6 +83,15 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)  # what the run left out, for people
 
     @property
+    def delivered_count(self) -> int:
+        """Bundles delivered at least once."""
+        return sum(1 for b in self.bundles if b.delivered)
+
+    @property
+    def retransmissions(self) -> int:
+        return sum(b.retransmissions for b in self.bundles)
+
+    @property
     def all_delivered(self) -> bool:
         """Every bundle a node accepted so far has reached its application."""
         return all(b.delivered for b in self.bundles if b.refused is None)

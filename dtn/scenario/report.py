@@ -89,7 +89,7 @@ def _write_junit(record: RunRecord, path: Path) -> None:
 
 
 def _system_out(record: RunRecord) -> str:
-    delivered = sum(bool(bundle.delivered) for bundle in record.bundles)
+    delivered = record.delivered_count
     lines = [
         f"scenario {record.scenario} ({record.mode}): {record.duration:.3f} mission s, "
         f"{len(record.bundles)} bundles sent, {delivered} delivered",
@@ -327,8 +327,8 @@ def _draw_timeline(record: RunRecord, path: Path) -> None:
     ax.grid(axis="x", color="0.85", lw=0.6)
     ax.set_axisbelow(True)
 
-    total_retrans = sum(bundle.retransmissions for bundle in bundles)
-    delivered = sum(bool(bundle.delivered) for bundle in bundles)
+    total_retrans = record.retransmissions
+    delivered = record.delivered_count
     failed = [result for result in record.expectations if not result.passed]
     summary = [f"{len(bundles)} sent", f"{delivered} delivered",
                f"{total_retrans} retransmissions"]
