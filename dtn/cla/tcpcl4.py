@@ -1,0 +1,671 @@
+"""TCPCLv4 (RFC 9174) as a sans-I/O stream session: `Tcpcl4Session` (see dtn.cla.session).
+
+Rules (what the code below keeps to; section numbers are RFC 9174's):
+
+1. The active entity sends its contact header (`dtn!`, version 4, flags) at once; the passive
+   one waits for it and answers with its own (§4.2). Bad magic closes without a word; another
+   version gets SESS_TERM "version mismatch" (§4.3). A header must arrive in `header_timeout`.
+2. TLS is used when both headers carry CAN_TLS (§4.3); the active entity is the TLS client.
+   Having an `ssl_context` means TLS is required: a peer without CAN_TLS is a contact failure.
+   TLS runs inside this object over `ssl.MemoryBIO`s; after the contact headers every byte in
+   either direction passes through the `SSLObject`, so the session stays sans-I/O.
+3. The active entity sends SESS_INIT first; the passive one answers on receipt (§4.6). The
+   session is up when both are exchanged: keepalive = min of both (0 = none), each side's
+   segments respect the other's segment MRU, a bundle above the peer's transfer MRU is refused
+   locally ("too big for peer") (§4.7). An unknown critical session extension ends the session
+   with "contact failure"; unknown non-critical ones are ignored (§4.8).
+4. Only SESS_INIT may come before the session is up, and only SESS_TERM may follow it
+   besides transfers, keepalives and rejects; anything else out of place gets MSG_REJECT
+   "unexpected" (§5.1.2). An unknown message type gets MSG_REJECT "unknown type", then the
+   session ends, since its length (and so the framing) is lost.
+5. Sending (§5.2): transfer ids count up from 0; a bundle is cut into segments no bigger than
+   min(peer segment MRU, our own), the first flagged START (with a Transfer Length extension
+   when there is more than one), the last END. It is acknowledged by the XFER_ACK with END whose
+   length covers it; XFER_REFUSE "completed" counts as acknowledged, any other refuses it.
+6. Receiving: every segment is answered by XFER_ACK (its flags, cumulative length). A transfer
+   above our transfer MRU (by its Transfer Length or by what arrived) is refused with "no
+   resources" (the sender should fragment), one with an unknown critical transfer extension
+   with "extension failure"; segments of a refused transfer are dropped. END delivers it.
+7. Keepalive (§5.1.1): KEEPALIVE when nothing was sent for the interval; the session is idle
+   when nothing arrived for `idle_timeout` (default twice the interval): SESS_TERM "idle
+   timeout", closed.
+8. Ending (§6.1): `close()` sends SESS_TERM and waits (at most `header_timeout`) for the
+   peer's reply; a peer's SESS_TERM is answered with REPLY. Transfers under way may finish;
+   closed once both SESS_TERMs have passed and nothing is in flight, or on the timeout, or
+   on EOF. Unacknowledged transfers are listed in `SessionClosed.unacked`.
+9. Hostile input never raises: a segment above our segment MRU, a node id above 1024 bytes,
+   extension items above 64 KiB or malformed, a bad UTF-8 node id all end the session with a
+   counted reason. At most one message (a segment and its header) is buffered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import struct
+from collections import Counter, deque
+from enum import Enum
+
+from dtn.cla.session import (
+    BundleAcked,
+    BundleReceived,
+    BundleRefused,
+    Outbox,
+    SessionClosed,
+    SessionEvent,
+    SessionUp,
+)
+
+MAGIC = b"dtn!"
+VERSION = 4
+CAN_TLS = 0x01
+MAX_NODE_ID = 1024
+MAX_EXTENSIONS = 64 * 1024
+
+XFER_SEGMENT, XFER_ACK, XFER_REFUSE, KEEPALIVE, SESS_TERM, MSG_REJECT, SESS_INIT = range(1, 8)
+SEG_END, SEG_START = 0x01, 0x02
+TERM_REPLY = 0x01
+EXT_CRITICAL = 0x01
+EXT_TRANSFER_LENGTH = 0x0001
+# SESS_TERM reasons (§5.1.1 / §6.1)
+TERM_UNKNOWN, TERM_IDLE, TERM_VERSION, TERM_BUSY, TERM_CONTACT, TERM_RESOURCES = range(6)
+# XFER_REFUSE reasons (§5.2.4)
+REFUSE_UNKNOWN, REFUSE_COMPLETED, REFUSE_NO_RESOURCES, REFUSE_RETRANSMIT = range(4)
+REFUSE_NOT_ACCEPTABLE, REFUSE_EXTENSION, REFUSE_TERMINATING = range(4, 7)
+# MSG_REJECT reasons (§5.1.2)
+REJECT_UNKNOWN_TYPE, REJECT_UNSUPPORTED, REJECT_UNEXPECTED = range(1, 4)
+
+TERM_NAMES = ("unknown", "idle timeout", "version mismatch", "busy", "contact failure",
+              "resource exhaustion")
+REFUSE_NAMES = ("unknown", "completed", "no resources", "retransmit", "not acceptable",
+                "extension failure", "session terminating")
+
+
+class State(Enum):
+    CONTACT = "contact"  # waiting for the peer's contact header
+    TLS = "tls"  # TLS handshake under way
+    INIT = "init"  # waiting for the peer's SESS_INIT
+    ESTABLISHED = "established"
+    ENDING = "ending"  # a SESS_TERM sent or received; transfers under way may finish
+    CLOSED = "closed"
+
+
+class Ev(Enum):
+    HEADER = "contact header, no TLS"  # §4.2-4.3
+    HEADER_TLS = "contact header, both CAN_TLS"  # §4.3
+    TLS_DONE = "TLS handshake done"  # §4.4
+    SESS_INIT = "SESS_INIT received"  # §4.6
+    MESSAGE = "XFER_*, KEEPALIVE, MSG_REJECT received"  # §5
+    SESS_TERM = "SESS_TERM received"  # §6.1
+    CLOSE = "close() called"  # §6.1
+    DRAINED = "both SESS_TERMs passed, nothing in flight"  # §6.1
+    FAIL = "violation, EOF, idle, timeout, TLS failure"  # §6.2
+
+
+_LIVE = (State.CONTACT, State.TLS, State.INIT, State.ESTABLISHED, State.ENDING)
+TRANSITIONS: dict[tuple[State, Ev], State] = {
+    (State.CONTACT, Ev.HEADER): State.INIT,
+    (State.CONTACT, Ev.HEADER_TLS): State.TLS,
+    (State.CONTACT, Ev.CLOSE): State.CLOSED,
+    (State.TLS, Ev.TLS_DONE): State.INIT,
+    (State.TLS, Ev.CLOSE): State.CLOSED,
+    (State.INIT, Ev.SESS_INIT): State.ESTABLISHED,
+    (State.INIT, Ev.SESS_TERM): State.ENDING,
+    (State.INIT, Ev.CLOSE): State.ENDING,
+    (State.ESTABLISHED, Ev.MESSAGE): State.ESTABLISHED,
+    (State.ESTABLISHED, Ev.SESS_TERM): State.ENDING,
+    (State.ESTABLISHED, Ev.CLOSE): State.ENDING,
+    (State.ENDING, Ev.MESSAGE): State.ENDING,
+    (State.ENDING, Ev.SESS_TERM): State.ENDING,
+    (State.ENDING, Ev.CLOSE): State.ENDING,
+    (State.ENDING, Ev.DRAINED): State.CLOSED,
+    **{(state, Ev.FAIL): State.CLOSED for state in _LIVE},
+}
+
+_I, _Q, _BQ, _BBQ = (struct.Struct(f) for f in ("!I", "!Q", "!BQ", "!BBQ"))
+_ACK = struct.Struct("!BBQQ")
+_INIT = struct.Struct("!BHQQH")
+_EXT = struct.Struct("!BHH")
+
+
+class _Violation(Exception):
+    """The peer broke the protocol: end the session (with SESS_TERM `term` when not None)."""
+
+    def __init__(self, key: str, reason: str, term: int | None = TERM_UNKNOWN) -> None:
+        super().__init__(reason)
+        self.key, self.reason, self.term = key, reason, term
+
+
+def _items(view: memoryview) -> list[tuple[int, int, memoryview]]:
+    """Extension items (§4.8, §5.2.5): (flags, type, value); malformed is a violation."""
+    out, off = [], 0
+    while off < len(view):
+        if len(view) - off < 5:
+            raise _Violation("bad extension", "truncated extension item")
+        flags, kind, length = _EXT.unpack_from(view, off)
+        if off + 5 + length > len(view):
+            raise _Violation("bad extension", "extension item overruns its list")
+        out.append((flags, kind, view[off + 5 : off + 5 + length]))
+        off += 5 + length
+    return out
+
+
+def _sess_term(flags: int, reason: int) -> bytes:
+    return bytes((SESS_TERM, flags, reason))
+
+
+class Tcpcl4Session:
+    """One TCPCLv4 session's protocol state; see the module docstring for its rules."""
+
+    def __init__(self, local_node_id: str, *, active: bool, keepalive: int = 15,
+                 segment_mru: int = 1 << 20, transfer_mru: int = 64 << 20,
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 idle_timeout: float | None = None, header_timeout: float = 30.0,
+                 now: float | None = None) -> None:
+        self.counters: Counter[str] = Counter()
+        self._node_id = local_node_id.encode()
+        if len(self._node_id) > MAX_NODE_ID:
+            raise ValueError("node id longer than 1024 bytes")
+        self._active, self._ssl_context = active, ssl_context
+        self._server_hostname = server_hostname
+        self._keepalive = max(0, min(int(keepalive), 0xFFFF))
+        self._segment_mru, self._transfer_mru = segment_mru, transfer_mru
+        self._idle_timeout, self._header_timeout = idle_timeout, header_timeout
+        self._state = State.CONTACT
+        self._out = Outbox()
+        self._raw = bytearray()  # before the contact header
+        self._buf = bytearray()  # plaintext messages, at most one partial message
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._now = self._started = now
+        self._last_sent = self._last_recv = now or 0.0
+        self._deadline_end: float | None = None
+        self._ka = 0  # negotiated keepalive
+        self._peer_seg_mru = self._peer_xfer_mru = 0
+        self._peer_eid: str | None = None
+        self._next_tid = 0
+        self._waiting: deque[tuple[int, bytes]] = deque()  # before the session is up
+        self._inflight: dict[int, int] = {}  # sent, not acknowledged: id -> length
+        self._queued_bytes = 0
+        self._rx_tid: int | None = None  # the transfer being received
+        self._rx = bytearray()
+        self._rx_refused: int | None = None
+        self._term_sent = self._term_received = self._header_seen = False
+        self._close_reason = ""
+        if active:
+            self._send_header()
+
+    # -- the StreamSession interface --------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._state is State.CLOSED
+
+    @property
+    def established(self) -> bool:
+        return self._state is State.ESTABLISHED
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def keepalive(self) -> int:
+        """The negotiated keepalive interval (0 before the session is up, or when off)."""
+        return self._ka
+
+    def data_to_send(self) -> bytes:
+        return self._out.take_data()
+
+    def events(self) -> list[SessionEvent]:
+        return self._out.take_events()
+
+    def send_bundle(self, bundle: bytes, now: float) -> int:
+        self._tick(now)
+        tid, self._next_tid = self._next_tid, self._next_tid + 1
+        if self._state in (State.ENDING, State.CLOSED):
+            self._out.pending.append(BundleRefused(tid, "session closing"))
+        elif self._state is State.ESTABLISHED:
+            self._queued_bytes += len(bundle)
+            self._transmit(tid, bytes(bundle))
+        else:
+            self._queued_bytes += len(bundle)
+            self._waiting.append((tid, bytes(bundle)))
+        return tid
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self._tick(now)
+        if self._state is State.CLOSED:
+            return
+        try:
+            if not data:
+                self._on_eof()
+                return
+            self._last_recv = now
+            if self._state is State.CONTACT:
+                self._raw += data
+                if not self._read_header():
+                    return
+                data, self._raw = bytes(self._raw), bytearray()
+            if self._tls is not None:
+                self._tls_in.write(data)
+                self._pump_tls()
+            elif data and self._state is not State.CLOSED:
+                self._process(data)
+            self._maybe_drained()
+        except _Violation as v:
+            self._fail(v.key, v.reason, v.term)
+        except Exception as exc:  # a bug must not kill the shell: end this session, loudly
+            self._fail("internal error", f"internal error: {exc!r}", TERM_UNKNOWN)
+
+    def next_deadline(self) -> float | None:
+        if self._state is State.CLOSED or self._started is None:
+            return None
+        if self._state in (State.CONTACT, State.TLS, State.INIT):
+            return self._started + self._header_timeout
+        times = [t for t in (self._deadline_end, self._idle_at()) if t is not None]
+        if self._ka:
+            times.append(self._last_sent + self._ka)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        self._tick(now)
+        if self._state is State.CLOSED or self._started is None:
+            return
+        if self._state in (State.CONTACT, State.TLS, State.INIT):
+            if now >= self._started + self._header_timeout:
+                self._fail("timeout", f"timeout in {self._state.value}",
+                           None if self._state is not State.INIT else TERM_UNKNOWN)
+            return
+        if self._deadline_end is not None and now >= self._deadline_end:
+            self._fail("timeout", self._close_reason or "timeout waiting for SESS_TERM", None)
+            return
+        idle_at = self._idle_at()
+        if idle_at is not None and now >= idle_at:
+            self._fail("idle", "idle: nothing received", TERM_IDLE)
+            return
+        if self._ka and now >= self._last_sent + self._ka:
+            self.counters["keepalives sent"] += 1
+            self._send(bytes((KEEPALIVE,)))
+
+    def close(self, reason: str, now: float) -> None:
+        self._tick(now)
+        if self._state in (State.CONTACT, State.TLS):
+            self._transition(Ev.CLOSE)
+            self._closed_event(reason)
+        elif self._state in (State.INIT, State.ESTABLISHED):
+            self._close_reason = reason
+            self._begin_ending(now)
+            self._send(_sess_term(0, TERM_UNKNOWN))
+            self._term_sent = True
+            self._maybe_drained()
+
+    # -- contact header and TLS -------------------------------------------------------------
+
+    def _send_header(self) -> None:
+        self._out.data += MAGIC + bytes((VERSION, CAN_TLS if self._ssl_context else 0))
+
+    def _read_header(self) -> bool:
+        raw = self._raw
+        if raw[:4] != MAGIC[: len(raw)]:
+            raise _Violation("bad magic", "bad contact header magic", None)
+        if len(raw) < 6:
+            return False
+        version, flags = raw[4], raw[5]
+        del raw[:6]
+        self._header_seen = True
+        if not self._active:
+            self._send_header()
+        if version != VERSION:
+            raise _Violation("version mismatch", f"peer speaks TCPCL version {version}",
+                             TERM_VERSION)
+        if self._ssl_context is not None and not flags & CAN_TLS:
+            raise _Violation("tls required", "contact failure: peer does not offer TLS",
+                             TERM_CONTACT)
+        if self._ssl_context is not None:
+            self._transition(Ev.HEADER_TLS)
+            self._tls = self._ssl_context.wrap_bio(
+                self._tls_in, self._tls_out, server_side=not self._active,
+                server_hostname=self._server_hostname if self._active else None)
+            self._pump_tls()
+        else:
+            self._transition(Ev.HEADER)
+            self._after_contact()
+        return True
+
+    def _after_contact(self) -> None:
+        if self._active:
+            self._send_init()
+
+    def _pump_tls(self) -> None:
+        tls = self._tls
+        assert tls is not None
+        try:
+            if self._state is State.TLS:
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    return
+                finally:
+                    self._flush_tls()
+                self.counters["tls sessions"] += 1
+                self._transition(Ev.TLS_DONE)
+                self._after_contact()
+            while self._state is not State.CLOSED:
+                try:
+                    chunk = tls.read(1 << 16)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    self._on_eof()
+                    break
+                self._process(chunk)
+            self._flush_tls()
+        except ssl.SSLZeroReturnError:
+            self._on_eof()
+        except ssl.SSLCertVerificationError as exc:
+            self._flush_tls()
+            raise _Violation("tls failed", f"TLS: certificate verify failed: "
+                             f"{exc.verify_message}", None) from exc
+        except ssl.SSLError as exc:
+            self._flush_tls()
+            raise _Violation("tls failed", f"TLS: {exc.reason or exc}", None) from exc
+
+    def _flush_tls(self) -> None:
+        out = self._tls_out.read()
+        if out:
+            self._out.data += out
+
+    def _send(self, data: bytes | memoryview) -> None:
+        if self._tls is not None:
+            self._tls.write(data)
+            self._flush_tls()
+        else:
+            self._out.data += data
+        self._last_sent = self._now or 0.0
+
+    # -- messages in ------------------------------------------------------------------------
+
+    def _process(self, data: bytes) -> None:
+        """Handle every whole message in what is buffered plus `data`; keep the rest."""
+        if self._buf:
+            self._buf += data
+            source: bytes | bytearray = self._buf
+        else:
+            source = data
+        mv = memoryview(source)
+        off, end = 0, len(mv)
+        try:
+            while off < end and self._state is not State.CLOSED:
+                used = self._message(mv, off, end)
+                if not used:
+                    break
+                off += used
+        except BaseException:
+            self._buf = bytearray()  # a new buffer: views held by the traceback stay valid
+            raise
+        if self._state is State.CLOSED:
+            self._buf = bytearray()
+        elif source is self._buf:
+            mv.release()
+            del self._buf[:off]
+        else:
+            self._buf = bytearray(mv[off:])
+
+    def _message(self, mv: memoryview, off: int, end: int) -> int:
+        """Handle the message at `off`; its length, or 0 when it is not all here yet."""
+        kind, avail = mv[off], end - off
+        if kind == XFER_SEGMENT:
+            if avail < 10:
+                return 0
+            flags, tid = _BQ.unpack_from(mv, off + 1)
+            p, exts = off + 10, mv[:0]
+            if flags & SEG_START:
+                if end - p < 4:
+                    return 0
+                (elen,) = _I.unpack_from(mv, p)
+                if elen > MAX_EXTENSIONS:
+                    raise _Violation("extensions too long", "transfer extensions too long")
+                if end - p - 4 < elen:
+                    return 0
+                exts, p = mv[p + 4 : p + 4 + elen], p + 4 + elen
+            if end - p < 8:
+                return 0
+            (dlen,) = _Q.unpack_from(mv, p)
+            if dlen > self._segment_mru:
+                raise _Violation("segment too big", f"segment of {dlen} bytes exceeds our MRU",
+                                 TERM_RESOURCES)
+            if end - p - 8 < dlen:
+                return 0
+            if self._check(Ev.MESSAGE, kind):
+                self._on_segment(flags, tid, exts, mv[p + 8 : p + 8 + dlen])
+            return p + 8 + dlen - off
+        if kind == SESS_INIT:
+            if avail < _INIT.size:
+                return 0
+            _, ka, seg_mru, xfer_mru, nlen = _INIT.unpack_from(mv, off)
+            if nlen > MAX_NODE_ID:
+                raise _Violation("node id too long", f"node id of {nlen} bytes", TERM_CONTACT)
+            p = off + _INIT.size + nlen
+            if end - p < 4:
+                return 0
+            (elen,) = _I.unpack_from(mv, p)
+            if elen > MAX_EXTENSIONS:
+                raise _Violation("extensions too long", "session extensions too long",
+                                 TERM_CONTACT)
+            if end - p - 4 < elen:
+                return 0
+            if self._check(Ev.SESS_INIT, kind):
+                self._on_init(ka, seg_mru, xfer_mru, mv[off + _INIT.size : p],
+                              mv[p + 4 : p + 4 + elen])
+            return p + 4 + elen - off
+        if kind == XFER_ACK:
+            if avail < 18:
+                return 0
+            _, flags, tid, length = _ACK.unpack_from(mv, off)
+            if self._check(Ev.MESSAGE, kind):
+                self._on_ack(flags, tid, length)
+            return 18
+        if kind == XFER_REFUSE:
+            if avail < 10:
+                return 0
+            reason, tid = _BQ.unpack_from(mv, off + 1)
+            if self._check(Ev.MESSAGE, kind):
+                self._on_refuse(reason, tid)
+            return 10
+        if kind == KEEPALIVE:
+            if self._check(Ev.MESSAGE, kind):
+                self.counters["keepalives received"] += 1
+            return 1
+        if kind in (SESS_TERM, MSG_REJECT):
+            if avail < 3:
+                return 0
+            flags, reason = mv[off + 1], mv[off + 2]
+            if kind == MSG_REJECT:
+                self.counters[f"peer rejected message 0x{reason:02x}"] += 1
+            elif self._check(Ev.SESS_TERM, kind):
+                self._on_term(flags, reason)
+            return 3
+        self._send(bytes((MSG_REJECT, REJECT_UNKNOWN_TYPE, kind)))
+        raise _Violation("unknown message type", f"unknown message type 0x{kind:02x}")
+
+    def _check(self, event: Ev, kind: int) -> bool:
+        """Take `event` if the table allows it here; else MSG_REJECT "unexpected"."""
+        if (self._state, event) in TRANSITIONS:
+            if event is Ev.MESSAGE:
+                self._transition(event)
+            return True
+        self.counters["unexpected message"] += 1
+        self._send(bytes((MSG_REJECT, REJECT_UNEXPECTED, kind)))
+        return False
+
+    def _on_init(self, ka: int, seg_mru: int, xfer_mru: int, node: memoryview,
+                 exts: memoryview) -> None:
+        for flags, kind, _ in _items(exts):
+            if flags & EXT_CRITICAL:
+                raise _Violation("unknown critical session extension",
+                                 f"contact failure: unknown critical session extension {kind}",
+                                 TERM_CONTACT)
+            self.counters["session extensions ignored"] += 1
+        try:
+            self._peer_eid = bytes(node).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Violation("bad node id", "node id is not UTF-8", TERM_CONTACT) from exc
+        if seg_mru == 0:
+            raise _Violation("bad session init", "peer segment MRU is 0", TERM_CONTACT)
+        if not self._active:
+            self._send_init()
+        self._ka, self._peer_seg_mru, self._peer_xfer_mru = min(self._keepalive, ka), seg_mru, \
+            xfer_mru
+        self._transition(Ev.SESS_INIT)
+        self._out.pending.append(SessionUp(self._peer_eid))
+        while self._waiting:
+            self._transmit(*self._waiting.popleft())
+
+    def _send_init(self) -> None:
+        self._send(_INIT.pack(SESS_INIT, self._keepalive, self._segment_mru, self._transfer_mru,
+                              len(self._node_id)) + self._node_id + _I.pack(0))
+
+    def _on_segment(self, flags: int, tid: int, exts: memoryview, data: memoryview) -> None:
+        self.counters["segments received"] += 1
+        if flags & SEG_START:
+            if self._rx_tid is not None:
+                self.counters["transfers abandoned by peer"] += 1
+            self._rx_tid, self._rx = tid, bytearray()
+            refuse = None
+            for eflags, kind, value in _items(exts):
+                if kind == EXT_TRANSFER_LENGTH and len(value) == 8:
+                    if _Q.unpack(value)[0] > self._transfer_mru:
+                        refuse = REFUSE_NO_RESOURCES
+                elif eflags & EXT_CRITICAL:
+                    refuse = REFUSE_EXTENSION
+            if refuse is not None:
+                return self._refuse(tid, refuse)
+        elif tid != self._rx_tid:
+            self.counters["segments dropped" if tid == self._rx_refused
+                          else "segments of unknown transfer"] += 1
+            return None
+        if len(self._rx) + len(data) > self._transfer_mru:
+            return self._refuse(tid, REFUSE_NO_RESOURCES)
+        self._rx += data
+        self._send(_ACK.pack(XFER_ACK, flags, tid, len(self._rx)))
+        if flags & SEG_END:
+            bundle, self._rx, self._rx_tid = bytes(self._rx), bytearray(), None
+            self.counters["bundles received"] += 1
+            self._out.pending.append(BundleReceived(bundle))
+        return None
+
+    def _refuse(self, tid: int, reason: int) -> None:
+        self.counters[f"refused: {REFUSE_NAMES[reason]}"] += 1
+        self._rx_tid, self._rx, self._rx_refused = None, bytearray(), tid
+        self._send(bytes((XFER_REFUSE, reason)) + _Q.pack(tid))
+
+    def _on_ack(self, flags: int, tid: int, length: int) -> None:
+        total = self._inflight.get(tid)
+        if total is None:
+            self.counters["acks of unknown transfer"] += 1
+        elif flags & SEG_END and length >= total:
+            self._settle(tid, BundleAcked(tid))
+
+    def _on_refuse(self, reason: int, tid: int) -> None:
+        if tid not in self._inflight:
+            self.counters["refusals of unknown transfer"] += 1
+            return
+        name = REFUSE_NAMES[reason] if reason < len(REFUSE_NAMES) else f"reason {reason}"
+        self._settle(tid, BundleAcked(tid) if reason == REFUSE_COMPLETED
+                     else BundleRefused(tid, f"peer refused: {name}"))
+
+    def _settle(self, tid: int, event: SessionEvent) -> None:
+        self._queued_bytes -= self._inflight.pop(tid)
+        self.counters["bundles acked" if isinstance(event, BundleAcked) else "bundles refused"] += 1
+        self._out.pending.append(event)
+
+    def _on_term(self, flags: int, reason: int) -> None:
+        name = TERM_NAMES[reason] if reason < len(TERM_NAMES) else f"reason {reason}"
+        self.counters[f"peer SESS_TERM: {name}"] += 1
+        if not self._term_sent:
+            self._send(_sess_term(TERM_REPLY, reason))
+            self._term_sent = True
+            self._close_reason = f"peer ended the session: {name}"
+        self._term_received = True
+        self._begin_ending(self._now or 0.0)
+
+    # -- messages out -----------------------------------------------------------------------
+
+    def _transmit(self, tid: int, bundle: bytes) -> None:
+        if len(bundle) > self._peer_xfer_mru:
+            self._queued_bytes -= len(bundle)
+            self.counters["bundles too big for peer"] += 1
+            self._out.pending.append(BundleRefused(tid, "too big for peer"))
+            return
+        self._inflight[tid] = len(bundle)
+        seg = max(1, min(self._peer_seg_mru, self._segment_mru))
+        view, total, off = memoryview(bundle), len(bundle), 0
+        while True:
+            n = min(seg, total - off)
+            flags = (SEG_START if off == 0 else 0) | (SEG_END if off + n == total else 0)
+            head = _BBQ.pack(XFER_SEGMENT, flags, tid)
+            if off == 0:
+                ext = (b"" if flags & SEG_END else
+                       _EXT.pack(0, EXT_TRANSFER_LENGTH, 8) + _Q.pack(total))
+                head += _I.pack(len(ext)) + ext
+            self._send(head + _Q.pack(n))
+            self._send(view[off : off + n])
+            self.counters["segments sent"] += 1
+            off += n
+            if off >= total:
+                break
+        self.counters["bundles sent"] += 1
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _begin_ending(self, now: float) -> None:
+        self._transition(Ev.SESS_TERM if self._term_received else Ev.CLOSE)
+        if self._deadline_end is None:
+            self._deadline_end = now + self._header_timeout
+
+    def _maybe_drained(self) -> None:
+        if (self._state is State.ENDING and self._term_sent and self._term_received
+                and not self._inflight and self._rx_tid is None):
+            self._transition(Ev.DRAINED)
+            self._closed_event(self._close_reason)
+
+    def _on_eof(self) -> None:
+        if self._state is State.ENDING and self._term_received:
+            self._fail("eof after SESS_TERM", self._close_reason, None)
+        else:
+            self._fail("eof", "EOF: the peer closed the connection", None)
+
+    def _fail(self, key: str, reason: str, term: int | None) -> None:
+        if self._state is State.CLOSED:
+            return
+        self.counters[key] += 1
+        if term is not None and self._header_seen and self._state is not State.TLS \
+                and not self._term_sent:
+            with contextlib.suppress(ssl.SSLError):
+                self._send(_sess_term(0, term))
+        self._transition(Ev.FAIL)
+        self._closed_event(reason)
+
+    def _closed_event(self, reason: str) -> None:
+        unacked = (*self._inflight, *(tid for tid, _ in self._waiting))
+        self._inflight.clear()
+        self._waiting.clear()
+        self._queued_bytes = 0
+        self._out.pending.append(SessionClosed(reason, unacked))
+
+    def _transition(self, event: Ev) -> None:
+        self._state = TRANSITIONS[(self._state, event)]
+
+    def _tick(self, now: float) -> None:
+        self._now = now
+        if self._started is None:
+            self._started = self._last_sent = self._last_recv = now
+
+    def _idle_at(self) -> float | None:
+        idle = self._idle_timeout if self._idle_timeout is not None else 2 * self._ka
+        return self._last_recv + idle if idle else None
