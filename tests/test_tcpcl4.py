@@ -205,6 +205,17 @@ def test_sess_term_lets_a_transfer_in_flight_finish():
     assert a.of(SessionClosed)[0].unacked == ()
 
 
+def test_new_transfer_after_sess_term_is_refused():
+    s, _ = raw_passive()
+    s.close("bye", 0.0)
+    assert s.data_to_send() == b"\x05\x00\x00"
+    s.receive_data(segment(0x03, 0, b"late"), 0.0)
+    assert s.data_to_send() == b"\x03\x06" + struct.pack("!Q", 0)  # session terminating
+    assert s.events() == [] and not s.closed
+    s.receive_data(b"\x05\x01\x00", 0.0)
+    assert s.closed and s.events() == [SessionClosed("bye")]
+
+
 def test_close_times_out_without_a_reply():
     a, b = pair(a_header_timeout=4.0, a_keepalive=0)
     a.s.send_bundle(b"never acked", 0.0)
@@ -345,6 +356,16 @@ def test_bundles_flow_through_tls(tls_paths):
     assert a.s.closed and b.s.closed
 
 
+def test_tls_byte_at_a_time(tls_paths):
+    a = Side(Tcpcl4Session("dtn://a/", active=True, ssl_context=client_context(tls_paths),
+                           server_hostname="localhost"))
+    b = Side(Tcpcl4Session("dtn://b/", active=False, ssl_context=server_context(tls_paths)))
+    a.s.send_bundle(b"tiny steps" * 30, 0.0)
+    pump(a, b, chunk=1)
+    assert b.of(BundleReceived) == [BundleReceived(b"tiny steps" * 30)]
+    assert a.of(BundleAcked) == [BundleAcked(0)]
+
+
 def test_tls_client_with_another_ca_is_closed(tls_paths, tmp_path):
     other = make_ca_and_cert(tmp_path / "other", ca_name="another CA")
     a, b = tls_pair(tls_paths, client_paths=other)
@@ -420,6 +441,15 @@ def test_segment_above_our_mru_closes_before_its_data_arrives():
     assert s.data_to_send() == b"\x05\x00\x05"
 
 
+def test_at_most_one_partial_message_is_buffered():
+    s, _ = raw_passive(segment_mru=1000)
+    stream = b"".join(segment(0x02 if i == 0 else 0, 0, bytes([i]) * 1000) for i in range(10))
+    s.receive_data(stream + segment(0x01, 0, b"e" * 1000)[:700], 0.0)
+    assert len(s._buf) == 700 and s.counters["segments received"] == 10
+    s.receive_data(segment(0x01, 0, b"e" * 1000)[700:], 0.0)
+    assert len(s._buf) == 0 and len(s.events()[0].data) == 11_000
+
+
 def test_unknown_message_type_is_rejected():
     s, _ = raw_passive()
     s.receive_data(b"\x09\x00\x00", 0.0)
@@ -447,12 +477,23 @@ def test_byte_at_a_time_session_works():
 # -- Hypothesis ----------------------------------------------------------------------------
 
 
+_pieces = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda t, rest: bytes([t]) + rest, st.integers(1, 7), st.binary(max_size=40)),
+    st.builds(segment, st.integers(0, 3), st.integers(0, 3), st.binary(max_size=300),
+              st.sampled_from([b"", ext(1, struct.pack("!Q", 9000)), ext(7, b"x", True)])),
+    st.sampled_from([b"\x04", b"\x05\x00\x00", b"\x05\x01\x03", b"\x06\x01\x09",
+                     struct.pack("!BBQQ", 2, 1, 0, 5), b"\x03\x04" + bytes(8), sess_init()]),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.booleans(), st.binary(max_size=400),
+@given(st.booleans(), st.lists(_pieces, max_size=12),
        st.lists(st.integers(min_value=1, max_value=64), max_size=20))
-def test_arbitrary_bytes_after_the_contact_header_never_raise(init_first, junk, cuts):
+def test_arbitrary_bytes_after_the_contact_header_never_raise(init_first, pieces, cuts):
     s = Tcpcl4Session("dtn://b/", active=False, segment_mru=4096, transfer_mru=8192)
-    stream = HEADER + (sess_init() if init_first else b"") + junk
+    s.send_bundle(b"ours", 0.0)
+    stream = HEADER + (sess_init() if init_first else b"") + b"".join(pieces)
     pos = 0
     for cut in cuts:
         s.receive_data(stream[pos : pos + cut], 0.0)

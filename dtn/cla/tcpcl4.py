@@ -1,41 +1,40 @@
 """TCPCLv4 (RFC 9174) as a sans-I/O stream session: `Tcpcl4Session` (see dtn.cla.session).
 
-Rules (what the code below keeps to; section numbers are RFC 9174's):
+Rules (section numbers are RFC 9174's):
 
-1. The active entity sends its contact header (`dtn!`, version 4, flags) at once; the passive
-   one waits for it and answers with its own (§4.2). Bad magic closes without a word; another
-   version gets SESS_TERM "version mismatch" (§4.3). A header must arrive in `header_timeout`.
-2. TLS is used when both headers carry CAN_TLS (§4.3); the active entity is the TLS client.
-   Having an `ssl_context` means TLS is required: a peer without CAN_TLS is a contact failure.
-   TLS runs inside this object over `ssl.MemoryBIO`s; after the contact headers every byte in
-   either direction passes through the `SSLObject`, so the session stays sans-I/O.
-3. The active entity sends SESS_INIT first; the passive one answers on receipt (§4.6). The
-   session is up when both are exchanged: keepalive = min of both (0 = none), each side's
-   segments respect the other's segment MRU, a bundle above the peer's transfer MRU is refused
-   locally ("too big for peer") (§4.7). An unknown critical session extension ends the session
-   with "contact failure"; unknown non-critical ones are ignored (§4.8).
-4. Only SESS_INIT may come before the session is up, and only SESS_TERM may follow it
-   besides transfers, keepalives and rejects; anything else out of place gets MSG_REJECT
-   "unexpected" (§5.1.2). An unknown message type gets MSG_REJECT "unknown type", then the
-   session ends, since its length (and so the framing) is lost.
-5. Sending (§5.2): transfer ids count up from 0; a bundle is cut into segments no bigger than
-   min(peer segment MRU, our own), the first flagged START (with a Transfer Length extension
-   when there is more than one), the last END. It is acknowledged by the XFER_ACK with END whose
-   length covers it; XFER_REFUSE "completed" counts as acknowledged, any other refuses it.
-6. Receiving: every segment is answered by XFER_ACK (its flags, cumulative length). A transfer
-   above our transfer MRU (by its Transfer Length or by what arrived) is refused with "no
-   resources" (the sender should fragment), one with an unknown critical transfer extension
-   with "extension failure"; segments of a refused transfer are dropped. END delivers it.
-7. Keepalive (§5.1.1): KEEPALIVE when nothing was sent for the interval; the session is idle
-   when nothing arrived for `idle_timeout` (default twice the interval): SESS_TERM "idle
-   timeout", closed.
-8. Ending (§6.1): `close()` sends SESS_TERM and waits (at most `header_timeout`) for the
-   peer's reply; a peer's SESS_TERM is answered with REPLY. Transfers under way may finish;
-   closed once both SESS_TERMs have passed and nothing is in flight, or on the timeout, or
-   on EOF. Unacknowledged transfers are listed in `SessionClosed.unacked`.
-9. Hostile input never raises: a segment above our segment MRU, a node id above 1024 bytes,
-   extension items above 64 KiB or malformed, a bad UTF-8 node id all end the session with a
-   counted reason. At most one message (a segment and its header) is buffered.
+1. The active entity sends its contact header (`dtn!`, version 4, flags) at once, the passive
+   one answers the peer's (§4.2); it must come within `header_timeout` of the first call (or
+   of `now=`). Bad magic closes without a word; another version gets SESS_TERM "version
+   mismatch" (§4.3).
+2. TLS when both headers carry CAN_TLS, the active entity as TLS client (§4.3-4.4). Having an
+   `ssl_context` means TLS is required: a peer without CAN_TLS is a "contact failure". TLS
+   runs in here over two `ssl.MemoryBIO`s: after the contact headers every byte both ways
+   passes through the `SSLObject`, so TLS stays sans-I/O too.
+3. The active entity sends SESS_INIT, the passive one answers it (§4.6). Keepalive = min of
+   both (0 = none); segments respect the peer's segment MRU; a bundle above its transfer MRU
+   is refused here ("too big for peer") (§4.7). An unknown critical session extension ends
+   the session ("contact failure"); unknown non-critical ones are ignored (§4.8).
+4. Transfers and keepalives only once SESS_INIT is in, SESS_INIT only before: anything out of
+   place gets MSG_REJECT "unexpected"; an unknown type gets MSG_REJECT "unknown type" and
+   ends the session, its length (so the framing) being unknown (§5.1.2).
+5. Sending (§5.2): ids count up from 0, segments are at most min(peer MRU, ours), the first
+   has START (and a Transfer Length extension when more follow), the last END. The XFER_ACK
+   with END covering the length acknowledges it; XFER_REFUSE "completed" does too, any other
+   reason refuses it.
+6. Receiving: every segment gets an XFER_ACK (its flags, the cumulative length). A transfer
+   above our transfer MRU (by its Transfer Length or by what came) is refused "no resources"
+   (the sender should fragment), an unknown critical transfer extension "extension failure",
+   a new one once a SESS_TERM has passed "session terminating"; a refused transfer's later
+   segments are dropped. END delivers the bundle.
+7. Keepalive (§5.1.1): KEEPALIVE after the interval without sending; idle after
+   `idle_timeout` (default twice the interval) without receiving: SESS_TERM "idle timeout".
+8. Ending (§6.1): `close()` sends SESS_TERM and waits at most `header_timeout` for the reply;
+   a peer's SESS_TERM gets one with REPLY. Transfers under way may finish: closed once both
+   SESS_TERMs passed and nothing is in flight, on the timeout, or on EOF. Transfers never
+   acknowledged are listed in `SessionClosed.unacked`.
+9. Hostile input never raises: a segment above our MRU, a node id above 1024 bytes, extension
+   items above 64 KiB or malformed, a node id not UTF-8 end the session with a counted
+   reason. What is buffered is at most one message (a segment and its header).
 """
 
 from __future__ import annotations
@@ -124,7 +123,13 @@ TRANSITIONS: dict[tuple[State, Ev], State] = {
 
 _I, _Q, _BQ, _BBQ = (struct.Struct(f) for f in ("!I", "!Q", "!BQ", "!BBQ"))
 _ACK = struct.Struct("!BBQQ")
-_INIT = struct.Struct("!BHQQH")
+_H, _INIT, _INIT_HEAD = struct.Struct("!H"), struct.Struct("!BHQQH"), struct.Struct("!xHQQ")
+# fixed-size messages (§5): their layout after the type byte, and who handles them on which event
+_FIXED = {XFER_ACK: _ACK, XFER_REFUSE: struct.Struct("!xBQ"), KEEPALIVE: struct.Struct("!x"),
+          SESS_TERM: struct.Struct("!xBB"), MSG_REJECT: struct.Struct("!xBB")}
+_HANDLERS = {XFER_ACK: ("_on_ack", Ev.MESSAGE), XFER_REFUSE: ("_on_refuse", Ev.MESSAGE),
+             KEEPALIVE: ("_on_keepalive", Ev.MESSAGE), SESS_TERM: ("_on_term", Ev.SESS_TERM),
+             MSG_REJECT: ("_on_reject", None)}
 _EXT = struct.Struct("!BHH")
 
 
@@ -134,6 +139,18 @@ class _Violation(Exception):
     def __init__(self, key: str, reason: str, term: int | None = TERM_UNKNOWN) -> None:
         super().__init__(reason)
         self.key, self.reason, self.term = key, reason, term
+
+
+def _sized(mv: memoryview, p: int, end: int, field: struct.Struct, limit: int, key: str,
+           term: int = TERM_UNKNOWN) -> int:
+    """The length in `field` at `p` (above `limit` is a violation as soon as it is here), or -1
+    while it or the bytes it counts are not all here."""
+    if end - p < field.size:
+        return -1
+    (n,) = field.unpack_from(mv, p)
+    if n > limit:
+        raise _Violation(key, f"{key}: {n} bytes", term)
+    return n if end - p - field.size >= n else -1
 
 
 def _items(view: memoryview) -> list[tuple[int, int, memoryview]]:
@@ -148,10 +165,6 @@ def _items(view: memoryview) -> list[tuple[int, int, memoryview]]:
         out.append((flags, kind, view[off + 5 : off + 5 + length]))
         off += 5 + length
     return out
-
-
-def _sess_term(flags: int, reason: int) -> bytes:
-    return bytes((SESS_TERM, flags, reason))
 
 
 class Tcpcl4Session:
@@ -300,7 +313,7 @@ class Tcpcl4Session:
         elif self._state in (State.INIT, State.ESTABLISHED):
             self._close_reason = reason
             self._begin_ending(now)
-            self._send(_sess_term(0, TERM_UNKNOWN))
+            self._send(bytes((SESS_TERM, 0, TERM_UNKNOWN)))
             self._term_sent = True
             self._maybe_drained()
 
@@ -334,12 +347,9 @@ class Tcpcl4Session:
             self._pump_tls()
         else:
             self._transition(Ev.HEADER)
-            self._after_contact()
+            if self._active:
+                self._send_init()
         return True
-
-    def _after_contact(self) -> None:
-        if self._active:
-            self._send_init()
 
     def _pump_tls(self) -> None:
         tls = self._tls
@@ -354,7 +364,8 @@ class Tcpcl4Session:
                     self._flush_tls()
                 self.counters["tls sessions"] += 1
                 self._transition(Ev.TLS_DONE)
-                self._after_contact()
+                if self._active:
+                    self._send_init()
             while self._state is not State.CLOSED:
                 try:
                     chunk = tls.read(1 << 16)
@@ -425,73 +436,36 @@ class Tcpcl4Session:
             flags, tid = _BQ.unpack_from(mv, off + 1)
             p, exts = off + 10, mv[:0]
             if flags & SEG_START:
-                if end - p < 4:
+                if (n := _sized(mv, p, end, _I, MAX_EXTENSIONS, "extensions too long")) < 0:
                     return 0
-                (elen,) = _I.unpack_from(mv, p)
-                if elen > MAX_EXTENSIONS:
-                    raise _Violation("extensions too long", "transfer extensions too long")
-                if end - p - 4 < elen:
-                    return 0
-                exts, p = mv[p + 4 : p + 4 + elen], p + 4 + elen
-            if end - p < 8:
-                return 0
-            (dlen,) = _Q.unpack_from(mv, p)
-            if dlen > self._segment_mru:
-                raise _Violation("segment too big", f"segment of {dlen} bytes exceeds our MRU",
-                                 TERM_RESOURCES)
-            if end - p - 8 < dlen:
+                exts, p = mv[p + 4 : p + 4 + n], p + 4 + n
+            n = _sized(mv, p, end, _Q, self._segment_mru, "segment too big", TERM_RESOURCES)
+            if n < 0:
                 return 0
             if self._check(Ev.MESSAGE, kind):
-                self._on_segment(flags, tid, exts, mv[p + 8 : p + 8 + dlen])
-            return p + 8 + dlen - off
+                self._on_segment(flags, tid, exts, mv[p + 8 : p + 8 + n])
+            return p + 8 + n - off
         if kind == SESS_INIT:
-            if avail < _INIT.size:
+            p = off + 19
+            if (n := _sized(mv, p, end, _H, MAX_NODE_ID, "node id too long", TERM_CONTACT)) < 0:
                 return 0
-            _, ka, seg_mru, xfer_mru, nlen = _INIT.unpack_from(mv, off)
-            if nlen > MAX_NODE_ID:
-                raise _Violation("node id too long", f"node id of {nlen} bytes", TERM_CONTACT)
-            p = off + _INIT.size + nlen
-            if end - p < 4:
-                return 0
-            (elen,) = _I.unpack_from(mv, p)
-            if elen > MAX_EXTENSIONS:
-                raise _Violation("extensions too long", "session extensions too long",
-                                 TERM_CONTACT)
-            if end - p - 4 < elen:
+            node, p = mv[p + 2 : p + 2 + n], p + 2 + n
+            n = _sized(mv, p, end, _I, MAX_EXTENSIONS, "extensions too long", TERM_CONTACT)
+            if n < 0:
                 return 0
             if self._check(Ev.SESS_INIT, kind):
-                self._on_init(ka, seg_mru, xfer_mru, mv[off + _INIT.size : p],
-                              mv[p + 4 : p + 4 + elen])
-            return p + 4 + elen - off
-        if kind == XFER_ACK:
-            if avail < 18:
-                return 0
-            _, flags, tid, length = _ACK.unpack_from(mv, off)
-            if self._check(Ev.MESSAGE, kind):
-                self._on_ack(flags, tid, length)
-            return 18
-        if kind == XFER_REFUSE:
-            if avail < 10:
-                return 0
-            reason, tid = _BQ.unpack_from(mv, off + 1)
-            if self._check(Ev.MESSAGE, kind):
-                self._on_refuse(reason, tid)
-            return 10
-        if kind == KEEPALIVE:
-            if self._check(Ev.MESSAGE, kind):
-                self.counters["keepalives received"] += 1
-            return 1
-        if kind in (SESS_TERM, MSG_REJECT):
-            if avail < 3:
-                return 0
-            flags, reason = mv[off + 1], mv[off + 2]
-            if kind == MSG_REJECT:
-                self.counters[f"peer rejected message 0x{reason:02x}"] += 1
-            elif self._check(Ev.SESS_TERM, kind):
-                self._on_term(flags, reason)
-            return 3
-        self._send(bytes((MSG_REJECT, REJECT_UNKNOWN_TYPE, kind)))
-        raise _Violation("unknown message type", f"unknown message type 0x{kind:02x}")
+                self._on_init(*_INIT_HEAD.unpack_from(mv, off), node, mv[p + 4 : p + 4 + n])
+            return p + 4 + n - off
+        fixed = _FIXED.get(kind)
+        if fixed is None:
+            self._send(bytes((MSG_REJECT, REJECT_UNKNOWN_TYPE, kind)))
+            raise _Violation("unknown message type", f"unknown message type 0x{kind:02x}")
+        if avail < fixed.size:
+            return 0
+        name, event = _HANDLERS[kind]
+        if event is None or self._check(event, kind):
+            getattr(self, name)(*fixed.unpack_from(mv, off))
+        return fixed.size
 
     def _check(self, event: Ev, kind: int) -> bool:
         """Take `event` if the table allows it here; else MSG_REJECT "unexpected"."""
@@ -536,7 +510,7 @@ class Tcpcl4Session:
             if self._rx_tid is not None:
                 self.counters["transfers abandoned by peer"] += 1
             self._rx_tid, self._rx = tid, bytearray()
-            refuse = None
+            refuse = REFUSE_TERMINATING if self._state is State.ENDING else None
             for eflags, kind, value in _items(exts):
                 if kind == EXT_TRANSFER_LENGTH and len(value) == 8:
                     if _Q.unpack(value)[0] > self._transfer_mru:
@@ -564,7 +538,13 @@ class Tcpcl4Session:
         self._rx_tid, self._rx, self._rx_refused = None, bytearray(), tid
         self._send(bytes((XFER_REFUSE, reason)) + _Q.pack(tid))
 
-    def _on_ack(self, flags: int, tid: int, length: int) -> None:
+    def _on_keepalive(self) -> None:
+        self.counters["keepalives received"] += 1
+
+    def _on_reject(self, reason: int, kind: int) -> None:
+        self.counters[f"peer rejected message 0x{kind:02x} (reason {reason})"] += 1
+
+    def _on_ack(self, _: int, flags: int, tid: int, length: int) -> None:
         total = self._inflight.get(tid)
         if total is None:
             self.counters["acks of unknown transfer"] += 1
@@ -588,7 +568,7 @@ class Tcpcl4Session:
         name = TERM_NAMES[reason] if reason < len(TERM_NAMES) else f"reason {reason}"
         self.counters[f"peer SESS_TERM: {name}"] += 1
         if not self._term_sent:
-            self._send(_sess_term(TERM_REPLY, reason))
+            self._send(bytes((SESS_TERM, TERM_REPLY, reason)))
             self._term_sent = True
             self._close_reason = f"peer ended the session: {name}"
         self._term_received = True
@@ -604,8 +584,8 @@ class Tcpcl4Session:
             return
         self._inflight[tid] = len(bundle)
         seg = max(1, min(self._peer_seg_mru, self._segment_mru))
-        view, total, off = memoryview(bundle), len(bundle), 0
-        while True:
+        view, total = memoryview(bundle), len(bundle)
+        for off in range(0, total or 1, seg):
             n = min(seg, total - off)
             flags = (SEG_START if off == 0 else 0) | (SEG_END if off + n == total else 0)
             head = _BBQ.pack(XFER_SEGMENT, flags, tid)
@@ -616,9 +596,6 @@ class Tcpcl4Session:
             self._send(head + _Q.pack(n))
             self._send(view[off : off + n])
             self.counters["segments sent"] += 1
-            off += n
-            if off >= total:
-                break
         self.counters["bundles sent"] += 1
 
     # -- ending -----------------------------------------------------------------------------
@@ -647,7 +624,7 @@ class Tcpcl4Session:
         if term is not None and self._header_seen and self._state is not State.TLS \
                 and not self._term_sent:
             with contextlib.suppress(ssl.SSLError):
-                self._send(_sess_term(0, term))
+                self._send(bytes((SESS_TERM, 0, term)))
         self._transition(Ev.FAIL)
         self._closed_event(reason)
 
