@@ -385,7 +385,19 @@ def test_tls_required_but_peer_does_not_offer_it(tls_paths):
     assert not a.s.established
 
 
-def test_tls_offered_by_peer_but_not_wanted_goes_plain(tls_paths):
+def test_tls_offered_by_peer_but_not_required_here_goes_plain():
+    s = Tcpcl4Session("dtn://b/", active=False)
+    s.receive_data(b"dtn!\x04\x01" + sess_init(), 0.0)
+    assert s.data_to_send().startswith(HEADER + b"\x07")  # our header, then SESS_INIT, plain
+    assert s.established and s.counters["tls sessions"] == 0
+
+
+def test_client_needs_a_server_hostname(tls_paths):
+    with pytest.raises(ValueError, match="server_hostname"):
+        Tcpcl4Session("dtn://a/", active=True, ssl_context=client_context(tls_paths))
+
+
+def test_active_side_requiring_tls_closes_against_a_plain_peer(tls_paths):
     a = Side(Tcpcl4Session("dtn://a/", active=True, ssl_context=client_context(tls_paths),
                            server_hostname="localhost"))
     b = Side(Tcpcl4Session("dtn://b/", active=False))

@@ -179,6 +179,9 @@ class Tcpcl4Session:
         self._node_id = local_node_id.encode()
         if len(self._node_id) > MAX_NODE_ID:
             raise ValueError("node id longer than 1024 bytes")
+        if active and ssl_context is not None and ssl_context.check_hostname \
+                and not server_hostname:
+            raise ValueError("an SSLContext that checks host names needs server_hostname")
         self._active, self._ssl_context = active, ssl_context
         self._server_hostname = server_hostname
         self._keepalive = max(0, min(int(keepalive), 0xFFFF))
