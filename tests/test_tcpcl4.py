@@ -255,7 +255,10 @@ def test_header_timeout():
     s = Tcpcl4Session("dtn://b/", active=False, header_timeout=2.0, now=10.0)
     assert s.next_deadline() == 12.0
     s.handle_timer(12.0)
-    assert s.closed and "timeout" in closed_reason(s.events())
+    assert s.closed and closed_reason(s.events()) == "timeout waiting for contact header"
+    a, b = pair(a_header_timeout=2.0)  # once up, the header timeout no longer applies
+    a.s.handle_timer(2.5)
+    assert a.s.established
 
 
 # -- a raw peer: refusals and extensions ----------------------------------------------------

@@ -55,17 +55,12 @@ from dtn.cla.session import (
     SessionUp,
 )
 
-MAGIC = b"dtn!"
-VERSION = 4
-CAN_TLS = 0x01
-MAX_NODE_ID = 1024
-MAX_EXTENSIONS = 64 * 1024
-
+MAGIC, VERSION, CAN_TLS = b"dtn!", 4, 0x01  # contact header (§4.2)
+MAX_NODE_ID, MAX_EXTENSIONS = 1024, 64 * 1024  # our bounds on what a peer may send
+# message types (§5), flags: XFER_SEGMENT's, SESS_TERM's, an extension item's; extension types
 XFER_SEGMENT, XFER_ACK, XFER_REFUSE, KEEPALIVE, SESS_TERM, MSG_REJECT, SESS_INIT = range(1, 8)
-SEG_END, SEG_START = 0x01, 0x02
-TERM_REPLY = 0x01
-EXT_CRITICAL = 0x01
-EXT_TRANSFER_LENGTH = 0x0001
+SEG_END, SEG_START, TERM_REPLY, EXT_CRITICAL = 0x01, 0x02, 0x01, 0x01
+EXT_TRANSFER_LENGTH = 0x0001  # §5.2.5.1
 # SESS_TERM reasons (§5.1.1 / §6.1)
 TERM_UNKNOWN, TERM_IDLE, TERM_VERSION, TERM_BUSY, TERM_CONTACT, TERM_RESOURCES = range(6)
 # XFER_REFUSE reasons (§5.2.4)
@@ -294,7 +289,8 @@ class Tcpcl4Session:
             return
         if self._state in (State.CONTACT, State.TLS, State.INIT):
             if now >= self._started + self._header_timeout:
-                self._fail("timeout", f"timeout in {self._state.value}",
+                what = {State.CONTACT: "contact header", State.TLS: "TLS handshake"}
+                self._fail("timeout", f"timeout waiting for {what.get(self._state, 'SESS_INIT')}",
                            None if self._state is not State.INIT else TERM_UNKNOWN)
             return
         if self._deadline_end is not None and now >= self._deadline_end:
