@@ -492,8 +492,8 @@ class Tcpcl4Session:
             raise _Violation("bad session init", "peer segment MRU is 0", TERM_CONTACT)
         if not self._active:
             self._send_init()
-        self._ka, self._peer_seg_mru, self._peer_xfer_mru = min(self._keepalive, ka), seg_mru, \
-            xfer_mru
+        self._ka = min(self._keepalive, ka)
+        self._peer_seg_mru, self._peer_xfer_mru = seg_mru, xfer_mru
         self._transition(Ev.SESS_INIT)
         self._out.pending.append(SessionUp(self._peer_eid))
         while self._waiting:
