@@ -337,7 +337,7 @@ def test_missing_node_id_and_listen_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"missing key `node.id`"):
         load_node_config(path)
     path = write(tmp_path, MINIMAL.replace('listen = "127.0.0.1:4557"\n', ""))
-    with pytest.raises(ConfigError, match=r"missing key `neighbour\[0\].listen`"):
+    with pytest.raises(ConfigError, match=r"key `neighbour\[0\]`: udp-rs needs both listen"):
         load_node_config(path)
 
 

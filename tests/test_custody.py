@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from test_agent_harness import T0, chain, is_custody_signal, pair
 
 from dtn.agent import AgentConfig, CustodyBlock, CustodyReason, CustodySignal, Link
-from dtn.agent.custody import MAX_SIGNAL_RANGES, RangeSet, SignalAggregator
-from dtn.bundle import EID, Bundle, BundleError
+from dtn.agent.custody import CUSTODY_BLOCK_TYPE, MAX_SIGNAL_RANGES, RangeSet, SignalAggregator
+from dtn.bundle import EID, BlockType, Bundle, BundleError
 from dtn.store import Quota
 
 OWLT = 1200.0  # 20 minutes
@@ -55,8 +55,9 @@ def test_custody_block_rejects_malformed(data):
 
 def test_custody_signal_exact_bytes():
     signal = CustodySignal(True, 0, ((5, 7), (10, 10)))
-    # [65000, [true, 0, [5, 3, 2, 1]]]: runs are (gap since the previous run, length)
-    assert signal.encode() == bytes.fromhex("82 19fde8 83 f5 00 84 05 03 02 01".replace(" ", ""))
+    # [70000, [true, 0, [5, 3, 2, 1]]]: runs are (gap since the previous run, length)
+    expected = bytes.fromhex("82 1a00011170 83 f5 00 84 05 03 02 01".replace(" ", ""))
+    assert signal.encode() == expected
     assert CustodySignal.decode(signal.encode()) == signal
 
 
@@ -80,7 +81,7 @@ def test_custody_signal_bounds_ranges():
     too_many = CustodySignal(True, 0, tuple((3 * i, 3 * i) for i in range(MAX_SIGNAL_RANGES + 1)))
     with pytest.raises(BundleError, match="fills"):
         CustodySignal.decode(too_many.encode())
-    adjacent = b"\x82\x19\xfd\xe8\x83\xf5\x00\x84\x05\x01\x00\x01"
+    adjacent = b"\x82\x1a\x00\x01\x11\x70\x83\xf5\x00\x84\x05\x01\x00\x01"
     with pytest.raises(BundleError, match="adjacent"):
         CustodySignal.decode(adjacent)
 
@@ -230,7 +231,9 @@ def test_duplicate_from_same_custodian_is_accepted_again_and_from_another_is_red
     first = next(data for _, src, _, data in net.sent if src == "a")
     b.agent.receive(first, "a", net.now)  # the same custodian again: accepted
     stray = Bundle.decode(first)
-    stray.block_of_type(193).data = CustodyBlock(77, EID.parse("ipn:9.0")).encode()
+    other = EID.parse("ipn:9.0")  # another custodian names itself in both per-hop blocks
+    stray.block_of_type(CUSTODY_BLOCK_TYPE).data = CustodyBlock(77, other).encode()
+    stray.block_of_type(BlockType.PREVIOUS_NODE).data = other.to_cbor()
     b.agent.receive(stray.encode(), "a", net.now)  # another custodian: refused as redundant
     b.agent.next_actions()
     aggregated = b.agent._signals.take_due(net.now + 10)

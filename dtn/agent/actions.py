@@ -16,6 +16,7 @@ class Transmit:
     neighbour: str
     data: bytes
     bundle_id: BundleId
+    store_id: int = 0  # what `Agent.handed_over` and `not_handed_over` are told back
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from dtn.bundle import (
     BundleFlags,
     BundleId,
     CanonicalBlock,
+    CRCType,
     PrimaryBlock,
     ReasonCode,
     StatusReport,
@@ -54,8 +55,7 @@ from dtn.store import BundleStore, DuplicateBundle, NewBundle, State, StoredBund
 from .actions import Action, Deliver, Event, Transmit
 from .config import AgentConfig
 from .custody import (
-    CUSTODY_BLOCK_TYPE,
-    CUSTODY_SIGNAL_RECORD_TYPE,
+    CUSTODY_BLOCK_FLAGS,
     CustodyBlock,
     CustodyReason,
     CustodySignal,
@@ -98,10 +98,8 @@ _KNOWN_BLOCKS = frozenset(
         BlockType.HOP_COUNT,
         BlockType.BIB,
         BlockType.BCB,
-        CUSTODY_BLOCK_TYPE,
     }
 )
-_PER_HOP_BLOCKS = frozenset({BlockType.PREVIOUS_NODE, CUSTODY_BLOCK_TYPE})
 
 # Refusals after which the bundle is worth sending again when the custody timer runs out.
 _RETRY_REASONS = frozenset(
@@ -142,12 +140,15 @@ class Agent:
         self.store = store
         self.router = router
         self.config = config or AgentConfig()
+        self._custody_type = self.config.codepoints.custody_block
+        self._signal_type = self.config.codepoints.custody_signal
         self.counters: Counter[str] = Counter()
         self._staged: list[Action] = []
         self._staged_dispositions: list[tuple[str, int, bool, int]] = []
         self._signals = SignalAggregator(self.config.signal_delay, self.config.signal_max_ranges)
         self._clocks: dict[str, LinkClock] = {}
         self._busy_until: dict[str, float] = {}  # paced links: when the queued bytes are out
+        self._queued: dict[str, int] = {}  # unpaced links: bytes the layer still holds
         self._backlog: dict[str, float] = {}  # neighbour -> when to send more to it
         self._retransmit_cache: dict[str, float | None] = {}
         self._sent_again: set[int] = set()  # custody IDs retransmitted, not yet released
@@ -276,6 +277,7 @@ class Agent:
         self.store.set_meta(_CLOCK_META + neighbour, clock.elapsed)
         self._backlog.pop(neighbour, None)
         self._busy_until.pop(neighbour, None)
+        self._queued.pop(neighbour, None)
 
     def link_backlog(self, neighbour: str, queued_bytes: int, now: float) -> None:
         """What the convergence layer still holds for a neighbour, as it reports it: the
@@ -288,6 +290,35 @@ class Agent:
             busy = self._busy_until[neighbour] = now + 8 * queued_bytes / link.rate_bps
             if neighbour in self._backlog:  # bundles wait: pump again once there is room
                 self._backlog[neighbour] = busy - self.config.pacing_window
+            return
+        # An unpaced layer (TCP) takes what it is given as fast as it can: hold back once it
+        # holds `unpaced_queue` bytes, and go on when it reports that it has sent them.
+        stalled = self._queued.get(neighbour, 0) >= self.config.unpaced_queue
+        self._queued[neighbour] = queued_bytes
+        if stalled and queued_bytes < self.config.unpaced_queue:
+            self._woken.add(neighbour)
+            self._pump_woken(now)
+
+    def handed_over(self, neighbour: str, store_ids: list[int], now: float) -> None:
+        """The convergence layer to `neighbour` says the neighbour has these bundles (Transmit
+        store ids): one sent without custody is done; one under custody waits for its signal."""
+        self._now = now
+        if self.router.link(neighbour, now).custody:
+            return
+        for store_id in store_ids:
+            self.store.finish(store_id, State.IN_FLIGHT)
+        self._retransmit_cache.pop(neighbour, None)
+
+    def not_handed_over(self, neighbour: str, store_ids: list[int], now: float) -> None:
+        """The convergence layer lost these bundles (session ended before the neighbour
+        acknowledged them, or it refused them): queue them again now, not at their timer."""
+        self._now = now
+        requeued = self.store.requeue(store_ids)
+        self.counters["retransmissions"] += len(requeued)
+        self._remember_sent_again(requeued)
+        self._retransmit_cache.pop(neighbour, None)
+        self._woken.add(neighbour)
+        self._pump_woken(now)
 
     def reroute(self, now: float) -> None:
         """Give queued bundles that had no route another chance (call after a route change)."""
@@ -303,7 +334,7 @@ class Agent:
         self._redeliver()
         for custodian, signal in self._signals.take_due(now):
             self.counters["signals_sent"] += 1
-            self._originate(EID.parse(custodian), signal.encode(), now)
+            self._originate(EID.parse(custodian), signal.encode(self._signal_type), now)
         for neighbour, clock in self._clocks.items():
             if not clock.running:
                 continue
@@ -360,8 +391,7 @@ class Agent:
             return
         try:
             bundle = Bundle.decode(data)
-            block = bundle.block_of_type(CUSTODY_BLOCK_TYPE)
-            custody = CustodyBlock.decode(block.data) if block is not None else None
+            own, custody = self._own_custody(bundle)
         except BundleError as exc:
             self._malformed(neighbour, str(exc))
             self._delete_unintelligible(data, now)
@@ -370,7 +400,7 @@ class Agent:
         since = now - (self.router.link(neighbour, now).owlt if neighbour is not None else 0.0)
         try:
             self._check_received(bundle, since, now)
-            if self._discard_unprocessable_blocks(bundle, now):
+            if self._discard_unprocessable_blocks(bundle, own, now):
                 data = bundle.encode()
             self._accept(bundle, data, now, custody=custody, priority=DATA_PRIORITY, since=since)
         except Refused as refusal:
@@ -407,12 +437,34 @@ class Agent:
         if block is not None and decode_hop_count(block.data).exceeded:
             raise Refused(CustodyReason.HOP_LIMIT_EXCEEDED, "hop limit exceeded")
 
-    def _discard_unprocessable_blocks(self, bundle: Bundle, now: float) -> bool:
+    def _own_custody(self, bundle: Bundle) -> tuple[CanonicalBlock | None, CustodyBlock | None]:
+        """Our custody block in the bundle and what it says, if it has one; a block of another
+        stack under the same number is not it (CustodyBlock.recognise)."""
+        previous = bundle.block_of_type(BlockType.PREVIOUS_NODE)
+        if previous is not None:
+            for block in bundle.blocks:
+                if block.block_type == self._custody_type:
+                    custody = CustodyBlock.recognise(block, previous.data)
+                    if custody is not None:
+                        return block, custody
+        return None, None
+
+    def _processed_here(self, block: CanonicalBlock, own_custody: CanonicalBlock | None) -> bool:
+        if block.block_type in _KNOWN_BLOCKS or block is own_custody:
+            return True
+        recognise = self.config.extra_blocks.get(block.block_type)
+        return recognise is not None and recognise(block.data)
+
+    def _discard_unprocessable_blocks(
+        self, bundle: Bundle, own_custody: CanonicalBlock | None, now: float
+    ) -> bool:
         """Apply the block processing flags of blocks this node cannot process (RFC 9171
-        4.2.4); whether any block was removed."""
-        known = _KNOWN_BLOCKS | self.config.extra_block_types
+        4.2.4), other stacks' blocks among them; whether any block was removed."""
         removed = False
-        for block in [b for b in bundle.blocks if b.block_type not in known]:
+        unprocessed = [b for b in bundle.blocks if not self._processed_here(b, own_custody)]
+        if unprocessed:
+            self.counters["foreign_blocks"] += len(unprocessed)
+        for block in unprocessed:
             if block.flags & BlockFlags.REPORT_IF_UNPROCESSABLE:
                 self._report(bundle, RECEIVED, ReasonCode.BLOCK_UNSUPPORTED, now)
             if block.flags & BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE:
@@ -620,8 +672,9 @@ class Agent:
     def _consume_admin_record(self, bundle: Bundle, now: float) -> None:
         try:
             kind = record_type(bundle.payload)
-            if kind == CUSTODY_SIGNAL_RECORD_TYPE:
-                self._on_custody_signal(CustodySignal.decode(bundle.payload), bundle.id)
+            if kind == self._signal_type:
+                signal = CustodySignal.decode(bundle.payload, self._signal_type)
+                self._on_custody_signal(signal, bundle.id)
             elif kind == STATUS_REPORT:
                 report = decode_status_report(bundle.payload)
                 subject = BundleId(
@@ -713,6 +766,8 @@ class Agent:
     def _link_full(self, neighbour: str, now: float, horizon: float) -> bool:
         """Whether what was handed to the link already lasts past `horizon`; if so, the
         neighbour's backlog is due again when it no longer does."""
+        if neighbour in self._queued:
+            return self._queued[neighbour] >= self.config.unpaced_queue
         busy = self._busy_until.get(neighbour, now)
         if busy > horizon:
             self._backlog[neighbour] = busy - self.config.pacing_window
@@ -732,7 +787,8 @@ class Agent:
         if limit is not None and len(data) > limit:
             self._fragment_queued(row, bundle, link, limit, len(data), now)
             return
-        if custody:
+        if custody or link.acknowledged:
+            # Without custody, the timer is only the fallback for a layer that never answers.
             retransmit_at = clock.read(now) + self._base_timeout(link)
             self.store.mark_in_flight(row.id, retransmit_at)
             cache = self._retransmit_cache
@@ -744,8 +800,10 @@ class Agent:
         else:
             self.store.finish(row.id, State.PENDING)
         self.counters["transmitted"] += 1
-        self._staged.append(Transmit(link.neighbour, data, bundle.id))
-        if link.rate_bps:
+        self._staged.append(Transmit(link.neighbour, data, bundle.id, row.id))
+        if link.neighbour in self._queued:
+            self._queued[link.neighbour] += len(data)
+        elif link.rate_bps:
             busy = max(self._busy_until.get(link.neighbour, now), now)
             self._busy_until[link.neighbour] = busy + 8 * len(data) / link.rate_bps
         if row.retransmit_at is None and bundle.primary.flags & _REPORT_FORWARDING:
@@ -757,6 +815,9 @@ class Agent:
         """The bytes to send: previous node = this node, hop count + 1, bundle age grown by the
         time spent here, and this node's custody block (or none)."""
         crc = self.config.crc_type
+        own, _ = self._own_custody(bundle)  # before the previous node block names us
+        if own is not None:
+            bundle.blocks.remove(own)
         _set_block(bundle, BlockType.PREVIOUS_NODE, self.node_id.to_cbor(), crc)
         hop = bundle.block_of_type(BlockType.HOP_COUNT)
         if hop is not None:
@@ -766,15 +827,15 @@ class Agent:
         if age is not None:
             grown = decode_bundle_age(age.data) + max(0, round(1000 * (now - row.received)))
             age.data = encode_bundle_age(grown)
-        bundle.blocks = [b for b in bundle.blocks if b.block_type != CUSTODY_BLOCK_TYPE]
-        if custody_id is not None:
-            _set_block(
-                bundle,
-                CUSTODY_BLOCK_TYPE,
-                CustodyBlock(custody_id, self.node_id).encode(),
-                crc,
-                flags=BlockFlags.DISCARD_IF_UNPROCESSABLE,
+        if custody_id is not None:  # a new block: a foreign one of the same number stays as is
+            data = CustodyBlock(custody_id, self.node_id).encode()
+            # No CRC: ION 4.1.3 fails the CRC check of every unknown block flagged "discard if
+            # unprocessable" (libbpP.c) and drops the bundle; the link's own checks cover it.
+            block = CanonicalBlock(
+                self._custody_type, bundle.next_block_number(), data, CUSTODY_BLOCK_FLAGS,
+                CRCType.NONE,
             )
+            bundle.insert_block(block)
         return bundle.encode()
 
     def _fragment_queued(
@@ -785,7 +846,10 @@ class Agent:
         5.8: proactive fragmentation). The fragments are queued in its place. `sent_size` is
         what the whole bundle would take with this hop's blocks; each fragment gets those too."""
         stored = Bundle.decode(row.data)
-        stored.blocks = [b for b in stored.blocks if b.block_type not in _PER_HOP_BLOCKS]
+        own, _ = self._own_custody(stored)
+        stored.blocks = [
+            b for b in stored.blocks if b.block_type != BlockType.PREVIOUS_NODE and b is not own
+        ]
         hop_overhead = sent_size - len(stored.encode())
         try:
             pieces = fragment(stored, limit - hop_overhead - _FRAGMENT_SLACK)

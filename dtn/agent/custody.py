@@ -27,11 +27,14 @@ import bisect
 from dataclasses import dataclass
 from enum import IntEnum
 
-from dtn.bundle import EID, BundleError, ReasonCode, cbor
+from dtn.bundle import EID, BlockFlags, BundleError, CanonicalBlock, ReasonCode, cbor
 from dtn.bundle.eid import decode_eid
+from dtn.codepoints import DEFAULT_CODEPOINTS
 
-CUSTODY_BLOCK_TYPE = 193  # RFC 9171 9.1: block types 192..255 are private/experimental
-CUSTODY_SIGNAL_RECORD_TYPE = 65_000  # a high administrative record type code (see custody.md)
+# The defaults; a node may configure others (dtn.codepoints).
+CUSTODY_BLOCK_TYPE = DEFAULT_CODEPOINTS.custody_block
+CUSTODY_SIGNAL_RECORD_TYPE = DEFAULT_CODEPOINTS.custody_signal
+CUSTODY_BLOCK_FLAGS = int(BlockFlags.DISCARD_IF_UNPROCESSABLE)  # forwarded without, elsewhere
 MAX_SIGNAL_RANGES = 4096  # bound on what a decoder accepts in one signal
 _MAX_ID = (1 << 63) - 1  # custody IDs are SQLite rowids
 
@@ -77,6 +80,19 @@ class CustodyBlock:
             raise BundleError(f"custody block names custody ID {custody_id} of {custodian}")
         return cls(custody_id, custodian)
 
+    @classmethod
+    def recognise(cls, block: CanonicalBlock, previous_node: bytes) -> CustodyBlock | None:
+        """This block read as ours, or None when it is another stack's block under the same
+        private number: ours has our flags, our [ID, custodian] shape, and names as custodian
+        the node that sent it, encoded as its previous node block's data is (each custodian
+        writes both)."""
+        if block.flags != CUSTODY_BLOCK_FLAGS or not block.data.endswith(previous_node):
+            return None
+        try:
+            return cls.decode(block.data)
+        except BundleError:
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class CustodySignal:
@@ -88,7 +104,7 @@ class CustodySignal:
     reason: int
     ranges: tuple[tuple[int, int], ...]
 
-    def encode(self) -> bytes:
+    def encode(self, record_type: int = CUSTODY_SIGNAL_RECORD_TYPE) -> bytes:
         """[record type, [accepted, reason, [first, count, gap, count, ...]]]: each run is sent
         as its length and the gap before it, so neighbouring IDs cost a byte or two."""
         fills = []
@@ -100,7 +116,7 @@ class CustodySignal:
         return b"".join(
             [
                 b"\x82",
-                cbor.uint(CUSTODY_SIGNAL_RECORD_TYPE),
+                cbor.uint(record_type),
                 b"\x83",
                 b"\xf5" if self.accepted else b"\xf4",
                 cbor.uint(self.reason),
@@ -110,9 +126,10 @@ class CustodySignal:
         )
 
     @classmethod
-    def decode(cls, payload: bytes) -> CustodySignal:
+    def decode(cls, payload: bytes, record_type: int = CUSTODY_SIGNAL_RECORD_TYPE
+               ) -> CustodySignal:
         try:
-            return _decode_signal(payload)
+            return _decode_signal(payload, record_type)
         except IndexError:
             raise BundleError("custody signal is truncated") from None
 
@@ -121,12 +138,12 @@ class CustodySignal:
         return sum(last - first + 1 for first, last in self.ranges)
 
 
-def _decode_signal(payload: bytes) -> CustodySignal:
+def _decode_signal(payload: bytes, record_type: int) -> CustodySignal:
     count, pos = cbor.read_array(payload, 0, "administrative record")
     if count != 2:
         raise BundleError(f"administrative record must be a 2-item array, found {count}")
     code, pos = cbor.read_uint(payload, pos, "administrative record type")
-    if code != CUSTODY_SIGNAL_RECORD_TYPE:
+    if code != record_type:
         raise BundleError(f"administrative record type {code} is not a custody signal")
     items, pos = cbor.read_array(payload, pos, "custody signal")
     if items != 3:

@@ -27,6 +27,10 @@ class Link:
     # frames, not of a whole large bundle.
     fragment_above: int | None = None
     custody: bool = True  # whether the neighbour takes custody (else: forward and forget)
+    # Whether the convergence layer tells when the neighbour has a bundle (TCPCL's acks; MTCP
+    # and STCP once the stream took it): a bundle sent without custody is then kept until
+    # `Agent.handed_over`, and goes again after `Agent.not_handed_over`.
+    acknowledged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Literal
 from dtn.agent import AgentConfig, Contact, ContactPlan, Link, Route, Router
 from dtn.bundle import EID
 from dtn.clock import ScaledClock
+from dtn.codepoints import DEFAULT_CODEPOINTS, CodePoints
 from dtn.config.schedule import ScheduleTable, schedule_from
 from dtn.config.schema import (
     Address,
@@ -155,12 +156,35 @@ class FecTable(Table):
         return self.bundle_frames * frame_room(FrameConfig(self.frame_size, self.depth))
 
 
+STREAM_LAYERS = ("tcpcl3", "tcpcl4", "mtcp", "stcp")
+
+
+class TlsTable(Table):
+    """TLS for a tcpcl4 neighbour (paths: against the config file's folder). Required once
+    given: a peer that does not offer TLS is refused."""
+
+    certificate: str | None = None  # PEM: this node's certificate chain (a listener needs one)
+    key: str | None = None  # PEM: its private key
+    ca: str | None = None  # PEM: the CA certificates a peer's certificate must chain to
+    server_name: str | None = None  # the name the neighbour's certificate must carry
+
+    def __post_init__(self) -> None:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key go together")
+
+
 class NeighbourTable(Table):
     name: Name
-    listen: Address
-    address: Address
+    listen: Address | None = None
+    address: Address | None = None
     node_id: NodeId | None = None
-    cla: Literal["udp-rs"] = "udp-rs"
+    cla: Literal["udp-rs", "tcpcl3", "tcpcl4", "mtcp", "stcp"] = "udp-rs"
+    # Stream layers: open the connection to `address` (false: send over the one the neighbour
+    # opens to `listen`); keepalive in wall seconds (0: none); TCPCL segment size.
+    connect: bool = True
+    keepalive: Duration = Duration(15.0)
+    segment_size: Size = Size(1 << 20)
+    tls: TlsTable | None = None
     rate: Rate | None = None  # mission bit/s; None: unpaced
     light_time: LightTime = LightTime(0.0)
     ephemeris_date: Instant | None = None  # for "auto": the planets' date at the clock epoch
@@ -176,6 +200,23 @@ class NeighbourTable(Table):
             raise ValueError("rate must be > 0 (leave it out for an unpaced link)")
         if not self.contacts_horizon > 0:
             raise ValueError("contacts_horizon must be > 0")
+        if self.cla == "udp-rs" and (self.listen is None or self.address is None):
+            raise ValueError("udp-rs needs both listen and address")
+        if self.connect and self.address is None and self.cla != "udp-rs":
+            raise ValueError("connect = true needs an address (or set connect = false)")
+        if not self.connect and self.listen is None:
+            raise ValueError("connect = false needs a listen address")
+        if self.tls is not None and self.cla != "tcpcl4":
+            raise ValueError("tls is for cla = \"tcpcl4\"")
+        if not 0 <= self.keepalive <= 65_535:
+            raise ValueError("keepalive must be 0-65535 s")
+        if not 1024 <= self.segment_size <= 1 << 30:
+            raise ValueError("segment_size must be 1 KiB to 1 GiB")
+
+    @property
+    def streams(self) -> bool:
+        """Whether the layer is a TCP stream (not udp-rs)."""
+        return self.cla in STREAM_LAYERS
 
 
 class RouteTable(Table):
@@ -185,6 +226,21 @@ class RouteTable(Table):
     def __post_init__(self) -> None:
         if not self.via:
             raise ValueError("via must name at least one neighbour")
+
+
+class CodePointsTable(Table):
+    """The private numbers this node writes and reads (dtn.codepoints); every node of a
+    network must agree on them."""
+
+    custody_block: int = DEFAULT_CODEPOINTS.custody_block
+    compression_block: int = DEFAULT_CODEPOINTS.compression_block
+    custody_signal: int = DEFAULT_CODEPOINTS.custody_signal
+
+    def __post_init__(self) -> None:
+        self.codepoints()  # CodePoints' own checks
+
+    def codepoints(self) -> CodePoints:
+        return CodePoints(self.custody_block, self.compression_block, self.custody_signal)
 
 
 class NodeFile(Table):
@@ -198,6 +254,7 @@ class NodeFile(Table):
     log: LogTable = LogTable()
     agent: AgentTable = AgentTable()
     fec: FecTable = FecTable()
+    codepoints: CodePointsTable = CodePointsTable()
     security: dict | None = None  # read by SecurityPolicy.from_config
     neighbour: list[NeighbourTable] = []
     route: list[RouteTable] = []
@@ -243,6 +300,7 @@ class NodeConfig:
             large_adu=int(agent.large_adu),
             fragment_size=int(agent.fragment_size),
             has_clock=self.file.node.has_clock,
+            codepoints=self.file.codepoints.codepoints(),
         )
 
     def quota(self) -> Quota:
@@ -292,7 +350,8 @@ class NodeConfig:
                     if neighbour.max_bundle_size is None
                     else int(neighbour.max_bundle_size),
                     custody=neighbour.custody,
-                    fragment_above=self.file.fec.fragment_above(),
+                    fragment_above=None if neighbour.streams else self.file.fec.fragment_above(),
+                    acknowledged=neighbour.streams,
                 )
             )
             schedule = self.schedules.get(neighbour.name)

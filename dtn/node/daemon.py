@@ -23,16 +23,19 @@ from dtn.agent import Agent, Deliver, Event, Router, Transmit
 from dtn.agent.fragment import fragments_of
 from dtn.api.service import ApiError, Delivery, SendRequest, Sink
 from dtn.bundle import EID, Bundle, BundleError, BundleFlags, BundleId
+from dtn.cla.stream_shell import StreamCallbacks
 from dtn.cla.udp import UdpRsConfig, UdpRsLink, pacing_burst
 from dtn.cla.udp_shell import UdpRsEndpoint
 from dtn.clock import unix_from_dtn_ms
 from dtn.config import NodeConfig
-from dtn.payload import COMPRESSION_BLOCK_TYPE, PayloadPipeline, PayloadReason, PayloadRejected
+from dtn.payload import PayloadPipeline, PayloadReason, PayloadRejected
+from dtn.payload.compression import is_compression_block_data
 from dtn.payload.large import FileSealer, SealedFile, open_file_steps
 from dtn.store import BundleStore, StoreError, StoreFull
 from dtn.store.schema import State
 
 from .logs import log_event
+from .streams import StreamLayers
 
 MAX_OUTSTANDING = 256  # deliveries a client holds un-acknowledged before more are offered
 # Payload bytes a client holds un-acknowledged before more are offered: well under the API
@@ -60,6 +63,8 @@ class Node:
         fec = config.file.fec
         self.links: dict[str, UdpRsLink] = {}
         for neighbour in config.neighbours:
+            if neighbour.streams:
+                continue
             self.links[neighbour.name] = UdpRsLink(
                 UdpRsConfig(
                     frame_size=fec.frame_size,
@@ -72,7 +77,22 @@ class Node:
             )
         self.router = self._router()
         self.agent = self._agent()
-        self.pipeline = PayloadPipeline(config.security_policy(), config.keyring(), self.node_id)
+        self.pipeline = PayloadPipeline(
+            config.security_policy(), config.keyring(), self.node_id,
+            compression_block_type=config.file.codepoints.compression_block,
+        )
+        self.streams = StreamLayers(
+            config.neighbours,
+            config.node_id,
+            int(config.file.agent.max_bundle_size),
+            config.path.parent.absolute(),
+            StreamCallbacks(
+                bundles=self._on_stream_bundles,
+                handed_over=self._handed_over,
+                not_handed_over=self._not_handed_over,
+                changed=self._on_stream_change,
+            ),
+        )
         self.endpoints: dict[tuple[str, int], UdpRsEndpoint] = {}
         self._peer_endpoint: dict[str, UdpRsEndpoint] = {}
         self._durable: list[asyncio.Future] = []
@@ -109,14 +129,18 @@ class Node:
         return router
 
     def _agent(self) -> Agent:
+        agent_config = self.config.agent_config()
         agent_config = replace(
-            self.config.agent_config(),
-            extra_block_types=frozenset({COMPRESSION_BLOCK_TYPE}),
+            agent_config,
+            extra_blocks={agent_config.codepoints.compression_block: is_compression_block_data},
         )
         return Agent(self.node_id, self.store, self.router, agent_config)
 
     async def start(self) -> None:
+        await self.streams.start()
         for neighbour in self.config.neighbours:
+            if neighbour.streams:
+                continue
             endpoint = self.endpoints.get(neighbour.listen)
             if endpoint is None:
                 endpoint = UdpRsEndpoint(neighbour.listen, self.clock, self._on_bundles)
@@ -134,6 +158,7 @@ class Node:
                 handle.cancel()
         for endpoint in self.endpoints.values():
             endpoint.close()
+        self.streams.close()
         try:
             self.agent.next_actions()
         except StoreError as exc:
@@ -143,11 +168,14 @@ class Node:
     # === contacts ==============================================================================
 
     def _contacts(self) -> None:
-        """Bring links up and down as the contact plan says (unplanned links: always up)."""
+        """Bring links up and down as the contact plan says (unplanned links: always up), a
+        stream link only while it has a session to send on."""
         now = self.clock.now()
         plan = self.router.plan
-        for name in self.links:
+        streams = self.streams.links
+        for name in [*self.links, *streams]:
             up = plan.is_up(name, now) if plan.plans(name) else True
+            up = up and (name not in streams or streams[name].ready)
             if up and name not in self._up:
                 self._up.add(name)
                 self.agent.contact_up(name, now)
@@ -157,6 +185,9 @@ class Node:
                 self.agent.contact_down(name, now)
                 log_event(self.log, "contact_down", f"link to {name} is down", neighbour=name)
         edge = plan.next_transition(now)
+        if self._contact_timer is not None:
+            self._contact_timer.cancel()
+            self._contact_timer = None
         if edge is not None:
             delay = self.clock.wall_seconds_until(edge[0])
             self._contact_timer = asyncio.get_running_loop().call_later(delay, self._on_edge)
@@ -197,7 +228,7 @@ class Node:
                 future.set_result(None)
         for action in actions:
             if isinstance(action, Transmit):
-                self._peer_endpoint[action.neighbour].send(action.neighbour, action.data)
+                self._transmit(action)
                 self._notify(str(action.bundle_id), "forwarded", f"to {action.neighbour}")
                 log_event(self.log, "forwarded", f"{action.bundle_id} to {action.neighbour}",
                           logging.DEBUG, bundle=str(action.bundle_id), neighbour=action.neighbour)
@@ -207,6 +238,13 @@ class Node:
                 self._on_event(action)
         self._narrate()
         self._arm_timer()
+
+    def _transmit(self, action: Transmit) -> None:
+        stream = self.streams.links.get(action.neighbour)
+        if stream is not None:
+            stream.send(action.data, action.store_id)
+        else:
+            self._peer_endpoint[action.neighbour].send(action.neighbour, action.data)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
@@ -229,7 +267,34 @@ class Node:
         """Tell the agent what each link's convergence layer still holds (its pacing)."""
         now = self.clock.now()
         for name in self._up:
-            self.agent.link_backlog(name, self.links[name].queued_bytes, now)
+            link = self.links.get(name) or self.streams.links[name]
+            self.agent.link_backlog(name, link.queued_bytes, now)
+
+    # === stream layers =========================================================================
+
+    def _on_stream_bundles(self, neighbour: str, bundles: list[bytes]) -> asyncio.Future:
+        """Bundles from a stream layer; the future is done once they are durable (the layer
+        acknowledges them to the peer only then)."""
+        self._on_bundles(neighbour, bundles)
+        durable = asyncio.get_running_loop().create_future()
+        self._durable.append(durable)
+        return durable
+
+    def _handed_over(self, neighbour: str, store_ids: list[int]) -> None:
+        if not self._closed:
+            self.agent.handed_over(neighbour, store_ids, self.clock.now())
+            self._kick()
+
+    def _not_handed_over(self, neighbour: str, store_ids: list[int]) -> None:
+        if not self._closed:
+            self.agent.not_handed_over(neighbour, store_ids, self.clock.now())
+            self._kick()
+
+    def _on_stream_change(self, neighbour: str) -> None:
+        """A stream link gained or lost its session, or sent what it held."""
+        if not self._closed:
+            self._contacts()
+            self._kick()
 
     def _on_bundles(self, neighbour: str, bundles: list[bytes]) -> None:
         if self._closed:
@@ -621,6 +686,16 @@ class Node:
                 "frames_corrected": counters.fec.frames_corrected,
                 "frames_dropped": dict(counters.fec.frames_dropped),
             }
+        for name, stream in self.streams.links.items():
+            contact = self.router.plan.current_or_next(name, now)
+            links[name] = {
+                "up": name in self._up,
+                "session": stream.ready,
+                "light_time": self.router.link(name, now).owlt,
+                "queued_bytes": stream.queued_bytes,
+                "next_contact": None if contact is None else [contact.start, contact.end],
+                **stream.counters,
+            }
         return {
             "node_id": str(self.node_id),
             "now": now,
@@ -635,7 +710,8 @@ class Node:
             "agent": dict(self.agent.counters),
             "node": dict(self.counters),
             "links": links,
-            "cla": {f"{h}:{p}": dict(e.counters) for (h, p), e in self.endpoints.items()},
+            "cla": {f"{h}:{p}": dict(e.counters) for (h, p), e in self.endpoints.items()}
+            | self.streams.counters(),
             "waiting_for_application": {e: len(q) for e, q in self._waiting.items() if q},
         }
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 LOGGER_NAME = "dtn.node"
+CLA_LOGGER_NAME = "dtn.cla"
 
 
 class JsonLines(logging.Formatter):
@@ -33,10 +34,11 @@ def setup_logging(fmt: str, level: str) -> logging.Logger:
                                       "%Y-%m-%dT%H:%M:%S")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    for name in CLA_LOGGER_NAME, LOGGER_NAME:  # the convergence layers' shells log too
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
     return logger
 
 

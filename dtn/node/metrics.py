@@ -43,6 +43,12 @@ class _NodeCollector:
             for reason, value in c.fec.frames_dropped.items():
                 dropped.add_metric([name, reason], value)
         yield from (frames, octets, corrected, dropped)
+        sessions = CounterMetricFamily("dtn_stream_events", "Stream convergence layer counters",
+                                       labels=["where", "event"])
+        for where, counters in sorted(node.streams.counters().items()):
+            for event, value in sorted(counters.items()):
+                sessions.add_metric([where, event], value)
+        yield sessions
         clients = GaugeMetricFamily("dtn_api_clients", "Connected API clients")
         clients.add_metric([], self.server.clients)
         yield clients

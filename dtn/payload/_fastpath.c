@@ -21,7 +21,6 @@
 #define BCB_TYPE 12
 #define BIB_TYPE 11
 #define PAYLOAD_TYPE 1
-#define COMPRESSION_TYPE 194    /* the payload compression block, compression.py */
 #define REPLICATE 0x01          /* RFC 9171 4.2.4 block processing control flags */
 #define DISCARD 0x10
 #define ALGORITHM_STORED 0
@@ -204,7 +203,7 @@ static Py_ssize_t stored_marker(unsigned char *out, unsigned long long length) {
 }
 
 /* open_known(blocks, primary, (decrypt, before_iv, between, after_tag, sealers), stream_min,
- *            max_payload)
+ *            max_payload, compression_type)
  *   -> plaintext | (plaintext, compression block data) | None
  *
  * What pipeline._open_known and BcbTemplate.open do for a template without key wrap: the
@@ -217,11 +216,11 @@ static Py_ssize_t stored_marker(unsigned char *out, unsigned long long length) {
  * compression block is [0, its length], within max_payload, comes back as bytes; anything else
  * as (plaintext, compression block data) for Compressor.restore to judge. */
 static PyObject *open_known(PyObject *self, PyObject *const *call_args, Py_ssize_t nargs) {
-    /* (blocks, primary, plan, stream_min, max_payload), plan = (decrypt, before_iv, between,
-     * after_tag, sealers): the template's constant part in one tuple */
-    if (nargs != 5 || !PyTuple_Check(call_args[2]) || PyTuple_GET_SIZE(call_args[2]) != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "open_known(blocks, primary, plan, stream_min, max_payload)");
+    /* (blocks, primary, plan, stream_min, max_payload, compression_type), plan = (decrypt,
+     * before_iv, between, after_tag, sealers): the template's constant part in one tuple */
+    if (nargs != 6 || !PyTuple_Check(call_args[2]) || PyTuple_GET_SIZE(call_args[2]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "open_known(blocks, primary, plan, stream_min, "
+                                         "max_payload, compression_type)");
         return NULL;
     }
     PyObject *plan = call_args[2];
@@ -237,7 +236,9 @@ static PyObject *open_known(PyObject *self, PyObject *const *call_args, Py_ssize
     }
     Py_ssize_t stream_min = PyLong_AsSsize_t(args[7]);
     Py_ssize_t max_payload = PyLong_AsSsize_t(args[8]);
-    if ((stream_min == -1 || max_payload == -1) && PyErr_Occurred()) return NULL;
+    long compression_type = PyLong_AsLong(call_args[5]);
+    if ((stream_min == -1 || max_payload == -1 || compression_type == -1) && PyErr_Occurred())
+        return NULL;
 
     Py_ssize_t count = PyList_GET_SIZE(blocks);
     PyObject *bcb = NULL, *marker = NULL, *payload = NULL;
@@ -249,7 +250,7 @@ static PyObject *open_known(PyObject *self, PyObject *const *call_args, Py_ssize
         if (type == BCB_TYPE) {
             if (bcb != NULL) Py_RETURN_NONE;
             bcb = block;
-        } else if (type == COMPRESSION_TYPE) {
+        } else if (type == compression_type) {
             if (marker != NULL) Py_RETURN_NONE;
             marker = block;
         }

@@ -1,7 +1,7 @@
 """Payload compression (Zstandard) and its private extension block (sans-I/O).
 
-The payload compression block, block type 194 (RFC 9171 9.1: 192..255 are private), says how
-the payload was compressed. Its data is a CBOR array:
+The payload compression block, block type 222 by default (RFC 9171 9.1: 192..255 are private;
+dtn.codepoints), says how the payload was compressed. Its data is a CBOR array:
 
     [0, original length]                  stored, not compressed (written when compression
                                           would not shrink the payload but the block is needed
@@ -37,11 +37,12 @@ from typing import Any, NamedTuple
 import zstandard
 
 from dtn.bundle import BlockFlags, BundleError, cbor
+from dtn.codepoints import DEFAULT_CODEPOINTS
 
 from .dictionaries import DictionaryError, parse_dictionary
 from .errors import CompressionError, PayloadReason
 
-COMPRESSION_BLOCK_TYPE = 194
+COMPRESSION_BLOCK_TYPE = DEFAULT_CODEPOINTS.compression_block  # the default; nodes may choose
 # Replicated so every fragment carries it; not "delete if unprocessable", so a relay that does
 # not know the block still forwards the bundle (only the destination acts on it).
 COMPRESSION_BLOCK_FLAGS = int(BlockFlags.REPLICATE_IN_FRAGMENTS)
@@ -104,6 +105,16 @@ class CompressionInfo(NamedTuple):
         if dictionary_id is not None and not 0 < dictionary_id <= _MAX_DICTIONARY_ID:
             raise _malformed(f"dictionary id {dictionary_id} is not in 1..{_MAX_DICTIONARY_ID}")
         return cls(known, length, dictionary_id)
+
+
+def is_compression_block_data(data: bytes) -> bool:
+    """Whether a block's data has the compression block's shape (an algorithm this node may
+    not know included): a block of another stack under the same private number has not."""
+    try:
+        CompressionInfo.decode(data)
+    except CompressionError as exc:
+        return exc.reason != PayloadReason.MALFORMED_COMPRESSION_BLOCK
+    return True
 
 
 class Compressor:

@@ -39,7 +39,7 @@ from dtn.security.bpsec import PRIMARY_BLOCK
 from dtn.security.errors import Reason
 from dtn.security.scope import block_header, scope_prefix
 
-from .compression import COMPRESSION_BLOCK_FLAGS, COMPRESSION_BLOCK_TYPE, StreamRestorer
+from .compression import COMPRESSION_BLOCK_FLAGS, StreamRestorer
 from .errors import PayloadReason, PayloadRejected
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class FileSealer:
         self.size, self.path = size, path
         self._compressor, marker = pipeline.compressor.stream(size)
         marker_block = CanonicalBlock(
-            COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+            pipeline.compression_block_type, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
         )
         bundle.blocks.insert(0, marker_block)
         self._bcb: BcbStream | None = None
@@ -166,7 +166,7 @@ def _open_file(
 ) -> Iterator[None]:
     primary = bundle.primary
     bcbs = [b for b in bundle.blocks if b.block_type == _BCB]
-    markers = [b for b in bundle.blocks if b.block_type == COMPRESSION_BLOCK_TYPE]
+    markers = pipeline.markers_of(bundle)
     if len(markers) > 1:
         raise PayloadRejected(
             PayloadReason.MALFORMED_COMPRESSION_BLOCK,

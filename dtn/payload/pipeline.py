@@ -65,6 +65,7 @@ from .compression import (
     DEFAULT_LEVEL,
     DEFAULT_MAX_PAYLOAD,
     Compressor,
+    is_compression_block_data,
 )
 from .errors import CompressionError, PayloadReason, PayloadRejected
 
@@ -106,6 +107,7 @@ class PayloadPipeline:
         random_bytes: RandomBytes | None = None,
         dictionary: bytes | None = None,
         dictionaries: Iterable[bytes] = (),
+        compression_block_type: int = COMPRESSION_BLOCK_TYPE,
     ) -> None:
         """`security_source` is this node's ID, named in the security blocks it adds.
         `random_bytes` draws IVs and keys (default: OS randomness, read in blocks).
@@ -117,6 +119,7 @@ class PayloadPipeline:
         self._keyring = keyring
         self.security_source = security_source
         self.max_payload = max_payload
+        self.compression_block_type = compression_block_type
         self.rejections: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._compressor = Compressor(compression_level, max_payload, dictionary, dictionaries)
@@ -200,7 +203,7 @@ class PayloadPipeline:
 
     def seal(self, bundle: Bundle) -> Bundle:
         """Compress and protect the payload of an unsent bundle in place; returns the bundle."""
-        if bundle.block_of_type(COMPRESSION_BLOCK_TYPE) is not None:
+        if self._marker_of(bundle) is not None:
             raise ValueError(f"{bundle} is sealed already")
         # Security blocks of the caller's constrain the new ones (RFC 9172 3.x): bundles with
         # some take bpsec's checked add_bib and add_bcb instead of the rule's templates.
@@ -272,7 +275,7 @@ class PayloadPipeline:
             bundle.blocks = [
                 CanonicalBlock(_BCB, lone.number, bcb_data, lone.flags, crc_type),
                 CanonicalBlock(
-                    COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+                    self.compression_block_type, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
                 ),
                 payload,
             ]
@@ -286,7 +289,7 @@ class PayloadPipeline:
         if lone is not None:
             bcb = lone.encrypt(payload, primary.canonical_encoding(), crc_type, self._random_bytes)
             marker_block = CanonicalBlock(
-                COMPRESSION_BLOCK_TYPE, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+                self.compression_block_type, 2, marker, COMPRESSION_BLOCK_FLAGS, crc_type
             )
             bundle.blocks = [bcb, marker_block, payload]
             return bundle
@@ -295,7 +298,7 @@ class PayloadPipeline:
         blocks.insert(
             -1,
             CanonicalBlock(
-                COMPRESSION_BLOCK_TYPE, number, marker, COMPRESSION_BLOCK_FLAGS, crc_type
+                self.compression_block_type, number, marker, COMPRESSION_BLOCK_FLAGS, crc_type
             ),
         )
         if protection is None:
@@ -390,13 +393,14 @@ class PayloadPipeline:
             if data is not None:
                 return data
         bcb = marker = bib = None
+        compression_type = self.compression_block_type
         for block in bundle.blocks:
             block_type = block.block_type
             if block_type == _BCB:
                 if bcb is not None:
                     return None
                 bcb = block
-            elif block_type == COMPRESSION_BLOCK_TYPE:
+            elif block_type == compression_type:
                 if marker is not None:
                     return None
                 marker = block
@@ -410,6 +414,7 @@ class PayloadPipeline:
             or marker is None
             or (bib is None and bib_needed)
             or bcb.flags & _BCB_FLAGS_CHECKED != _REPLICATE
+            or not is_compression_block_data(marker.data)
             or payload.number != PAYLOAD_BLOCK
             or payload.block_type != _PAYLOAD
         ):
@@ -438,13 +443,16 @@ class PayloadPipeline:
                 continue
             try:
                 opened = _fastpath.open_known(
-                    bundle.blocks, primary, plan, STREAM_MIN, self.max_payload
+                    bundle.blocks, primary, plan, STREAM_MIN, self.max_payload,
+                    self.compression_block_type,
                 )
             except InvalidTag:
                 return None
             if opened.__class__ is bytes:
                 return opened
             if opened is not None:
+                if not is_compression_block_data(opened[1]):
+                    return None  # another stack's block under our number: the Python steps
                 return self._compressor.restore(*opened)
         return None
 
@@ -456,7 +464,7 @@ class PayloadPipeline:
                 "a fragment cannot be delivered: reassemble the bundle first",
             )
         accepted = accept(bundle, self.key_for)
-        markers = [block for block in bundle.blocks if block.block_type == COMPRESSION_BLOCK_TYPE]
+        markers = self.markers_of(bundle)
         if len(markers) > 1:
             raise CompressionError(
                 PayloadReason.MALFORMED_COMPRESSION_BLOCK,
@@ -496,6 +504,19 @@ class PayloadPipeline:
                         bibs[0], self._bib_openers, BibTemplate, BibParameters, PRIMARY_BLOCK
                     )
         return data
+
+    def markers_of(self, bundle: Bundle) -> list[CanonicalBlock]:
+        """The bundle's payload compression blocks: blocks of our number whose data has our
+        shape (another stack's block under the same private number is not one)."""
+        number = self.compression_block_type
+        return [
+            block for block in bundle.blocks
+            if block.block_type == number and is_compression_block_data(block.data)
+        ]
+
+    def _marker_of(self, bundle: Bundle) -> CanonicalBlock | None:
+        markers = self.markers_of(bundle)
+        return markers[0] if markers else None
 
     def _learn(
         self,

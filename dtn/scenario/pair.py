@@ -10,7 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from dtn.scenario.processes import Network, free_udp_ports, private_copy
+from dtn.scenario.processes import Network, free_ports, private_copy
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 
@@ -59,7 +59,7 @@ def earth_mars(folder: Path, *, light_time: str = "60s", rate: str = "2 Mbit/s",
                agent: str = "") -> tuple[Network, Path, Path, Path]:
     """A Network (not started) and the three configs: earth, mars, emulator. `agent` is
     extra lines for both nodes' [agent] tables."""
-    earth_port, mars_port, to_mars, to_earth = free_udp_ports(4)
+    earth_port, mars_port, to_mars, to_earth = free_ports(4)
     private_copy(CONFIGS / "keys-example.toml", folder)
     earth = folder / "earth.toml"
     earth.write_text(node_config("earth", 1, "mars", 2, earth_port, to_mars, light_time, rate,
@@ -82,6 +82,39 @@ ber = {ber}
 loss = {loss}
 """)
     return Network(folder), earth, mars, emulator
+
+
+def stream_pair(folder: Path, cla: str, *, scale: float = 1000, neighbour: str = "",
+                custody: bool = True) -> tuple[Network, Path, Path]:
+    """Two nodes linked directly over a TCP layer (`cla`), each listening and each
+    connecting to the other; `neighbour` is extra lines for both neighbour tables. A Network
+    (not started) and the configs: earth, mars."""
+    earth_port, mars_port = free_ports(2, "tcp")
+    private_copy(CONFIGS / "keys-example.toml", folder)
+    paths = []
+    for name, node, other, other_node, listen, peer in (
+        ("earth", 1, "mars", 2, earth_port, mars_port),
+        ("mars", 2, "earth", 1, mars_port, earth_port),
+    ):
+        text = node_config(name, node, other, other_node, listen, peer, "0s", "1 Gbit/s",
+                           scale=scale)
+        head, _, _ = text.partition("[[neighbour]]")
+        text = head + f"""[[neighbour]]
+name = "{other}"
+cla = "{cla}"
+node_id = "ipn:{other_node}.0"
+listen = "127.0.0.1:{listen}"
+address = "127.0.0.1:{peer}"
+custody = {str(custody).lower()}
+{neighbour}
+[[route]]
+pattern = "ipn:{other_node}.*"
+via = ["{other}"]
+"""
+        path = folder / f"{name}.toml"
+        path.write_text(text)
+        paths.append(path)
+    return Network(folder), paths[0], paths[1]
 
 
 def write_science_file(path: Path, mib: int) -> str:

@@ -149,11 +149,12 @@ def copy_configs(sources: list[Path], folder: Path, ports: dict[int, int] | None
     return copies
 
 
-def free_udp_ports(count: int) -> list[int]:
+def free_ports(count: int, kind: str = "udp") -> list[int]:
     """Ports free on 127.0.0.1 just now (for tests that must not collide with a demo)."""
     import socket
 
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    family = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    sockets = [socket.socket(socket.AF_INET, family) for _ in range(count)]
     try:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))

@@ -44,7 +44,7 @@ from dtn.scenario.plan import (
     payload,
     sends,
 )
-from dtn.scenario.processes import Network, Process, free_udp_ports
+from dtn.scenario.processes import Network, Process, free_ports
 from dtn.scenario.record import BundleRecord, FaultRecord, RunRecord
 
 START_ALLOWANCE = 4.0  # wall seconds from writing the configs to mission time 0
@@ -136,7 +136,7 @@ class RealRun:
         self.records: dict[str, BundleRecord] = {}  # by bundle ID
         self._early: dict[str, list[tuple[str, Event]]] = {}  # events before the ID was known
         self._sent = 0
-        ports = {link.link_name: Ports(*free_udp_ports(4)) for link in scenario.file.link}
+        ports = {link.link_name: Ports(*free_ports(4)) for link in scenario.file.link}
         write_run_keys(folder)
         self.net = Network(folder, epoch)
         self._configs = {}

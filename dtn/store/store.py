@@ -404,6 +404,19 @@ class BundleStore:
         )
         return [row[0] for row in rows]
 
+    def requeue(self, bundle_ids: Iterable[int]) -> list[int]:
+        """Put bundles in flight back in the queue at once; the IDs that were in flight."""
+        db = self._write()
+        return [
+            row[0]
+            for bundle_id in bundle_ids
+            for row in db.execute(
+                f"UPDATE bundles SET state = {State.PENDING} WHERE id = ? "
+                f"AND state = {State.IN_FLIGHT} RETURNING id",
+                (bundle_id,),
+            )
+        ]
+
     def _to_tombstone(self, where: str, params: tuple) -> list[tuple]:
         """Rows (size, file, id, next_hop, retransmit_at) turned into tombstones."""
         rows = (

@@ -1,0 +1,130 @@
+"""Two node daemons as real processes over each TCP convergence layer on 127.0.0.1: bundles
+arrive once and intact, a killed node loses nothing, hostile connections are counted and
+survived."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+
+from dtn.client import Client
+from dtn.scenario.pair import stream_pair
+from tests.tls_helpers import make_ca_and_cert
+
+LAYERS = ["mtcp", "stcp", "tcpcl3", "tcpcl4", "tcpcl4+tls"]
+
+
+def _tls_lines(folder, cla: str) -> tuple[str, str]:
+    """(cla, extra neighbour lines) for a layer name of LAYERS."""
+    if cla != "tcpcl4+tls":
+        return cla, ""
+    paths = make_ca_and_cert(folder)
+    return "tcpcl4", (
+        f'tls = {{ certificate = "{paths.server_cert}", key = "{paths.server_key}", '
+        f'ca = "{paths.ca_cert}", server_name = "localhost" }}'
+    )
+
+
+def _receive(path: str, endpoint: str, count: int, timeout: float) -> dict:
+    got = {}
+    deadline = time.monotonic() + timeout
+    with Client(path) as client:
+        client.register(endpoint)
+        while len(got) < count and time.monotonic() < deadline:
+            item = client.receive(timeout=max(0.1, deadline - time.monotonic()))
+            if item is None:
+                break
+            assert item.bundle_id not in got, "delivered twice"
+            got[item.bundle_id] = hashlib.sha256(item.data).digest()
+            client.ack(item)
+    return got
+
+
+def _status_links(path: str) -> dict:
+    with Client(path) as client:
+        return client.status()["links"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_two_nodes_exchange_bundles_both_ways(tmp_path, layer):
+    cla, extra = _tls_lines(tmp_path, layer)
+    net, earth, mars = stream_pair(tmp_path, cla, neighbour=extra)
+    with net:
+        net.node("earth", earth)
+        net.node("mars", mars)
+        net.wait_ready()
+        sent_to_mars, sent_to_earth = {}, {}
+        with Client(net.socket("earth", "earth.sock")) as client:
+            for i in range(40):
+                data = os.urandom(100 + i * 997) if i != 7 else os.urandom(3 << 20)
+                sent_to_mars[client.send("ipn:2.1", data)] = hashlib.sha256(data).digest()
+        with Client(net.socket("mars", "mars.sock")) as client:
+            for i in range(10):
+                data = b"reply %d" % i
+                sent_to_earth[client.send("ipn:1.1", data)] = hashlib.sha256(data).digest()
+        assert _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 40, 60) == sent_to_mars
+        assert _receive(net.socket("earth", "earth.sock"), "ipn:1.1", 10, 30) == sent_to_earth
+        links = _status_links(net.socket("earth", "earth.sock"))
+    assert links["mars"]["session"] is True
+    assert links["mars"]["sessions_up"] >= 1
+
+
+def test_kill_9_of_the_receiver_loses_nothing_over_tcpcl3(tmp_path):
+    net, earth, mars = stream_pair(tmp_path, "tcpcl3", custody=False)
+    with net:
+        net.node("earth", earth)
+        net.node("mars", mars)
+        net.wait_ready()
+        sent = {}
+        with Client(net.socket("earth", "earth.sock")) as client:
+            for i in range(200):
+                data = i.to_bytes(4, "big") * 5000
+                sent[client.send("ipn:2.1", data)] = hashlib.sha256(data).digest()
+        net.processes["mars"].kill()
+        time.sleep(0.5)
+        net.processes["mars"].start()
+        net.processes["mars"].wait_ready()
+        got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 200, 60)
+    # Without custody, only TCPCL's acknowledgements stand between a kill and a loss.
+    assert set(got) == set(sent)
+
+
+def _listen_port(config) -> int:
+    return int(config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+
+
+@pytest.mark.parametrize("layer", ["mtcp", "stcp", "tcpcl3", "tcpcl4"])
+def test_hostile_connections_are_closed_counted_and_survived(tmp_path, layer):
+    net, earth, mars = stream_pair(tmp_path, layer)
+    with net:
+        net.node("earth", earth)
+        net.node("mars", mars)
+        net.wait_ready()
+        port = _listen_port(mars)
+        junk = [b"\xff" * 64, b"dtn!\x09\x00", b"\x5b" + b"\xff" * 8, b"\xff\xff\xff\xff"]
+        flood = []
+        for payload in junk * 3:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(payload)
+            flood.append(sock)
+        for _ in range(80):  # more connections than a listener holds open
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        with Client(net.socket("earth", "earth.sock")) as client:
+            bundle_id = client.send("ipn:2.1", b"still here")
+        got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 1, 30)
+        with Client(net.socket("mars", "mars.sock")) as client:
+            cla_counters = client.status()["cla"]
+        for sock in flood:
+            sock.close()
+    assert list(got) == [bundle_id]
+    listener = next(v for k, v in cla_counters.items() if k.startswith(layer))
+    link = cla_counters["link earth"]
+    assert listener["evicted_idle"] > 0, cla_counters
+    assert link["sessions_closed"] >= len(junk) * 3, cla_counters
