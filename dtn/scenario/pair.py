@@ -85,10 +85,11 @@ loss = {loss}
 
 
 def stream_pair(folder: Path, cla: str, *, scale: float = 1000, neighbour: str = "",
-                custody: bool = True) -> tuple[Network, Path, Path]:
+                custody: bool = True, security: bool = True, log_level: str = "info",
+                synchronous: str = "NORMAL") -> tuple[Network, Path, Path]:
     """Two nodes linked directly over a TCP layer (`cla`), each listening and each
-    connecting to the other; `neighbour` is extra lines for both neighbour tables. A Network
-    (not started) and the configs: earth, mars."""
+    connecting to the other; `neighbour` is extra lines for both neighbour tables; without
+    `security`, no BCB between them. A Network (not started) and the configs: earth, mars."""
     earth_port, mars_port = free_ports(2, "tcp")
     private_copy(CONFIGS / "keys-example.toml", folder)
     paths = []
@@ -97,8 +98,11 @@ def stream_pair(folder: Path, cla: str, *, scale: float = 1000, neighbour: str =
         ("mars", 2, "earth", 1, mars_port, earth_port),
     ):
         text = node_config(name, node, other, other_node, listen, peer, "0s", "1 Gbit/s",
-                           scale=scale)
+                           scale=scale, log_level=log_level)
+        text = text.replace('"NORMAL"', f'"{synchronous}"')
         head, _, _ = text.partition("[[neighbour]]")
+        if not security:
+            head = head.split("[[security.rule]]")[0]
         text = head + f"""[[neighbour]]
 name = "{other}"
 cla = "{cla}"
