@@ -149,6 +149,7 @@ class Agent:
         self._clocks: dict[str, LinkClock] = {}
         self._busy_until: dict[str, float] = {}  # paced links: when the queued bytes are out
         self._queued: dict[str, int] = {}  # unpaced links: bytes the layer still holds
+        self._last_size: dict[str, int] = {}  # of the bundle last sent to each neighbour
         self._backlog: dict[str, float] = {}  # neighbour -> when to send more to it
         self._retransmit_cache: dict[str, float | None] = {}
         self._sent_again: set[int] = set()  # custody IDs retransmitted, not yet released
@@ -741,14 +742,14 @@ class Agent:
         budget = self.config.transmit_batch
         horizon = now + self.config.pacing_window
         while budget > 0:
-            if self._link_full(neighbour, now, horizon):
+            if self._link_full(link, now, horizon):
                 return  # before the query: a busy link would take none of its rows
             rows = self.store.due(neighbour, self._rows_wanted(link, now, horizon, budget))
             if not rows:
                 self._backlog.pop(neighbour, None)
                 return
             for row in rows:
-                if self._link_full(neighbour, now, horizon):
+                if self._link_full(link, now, horizon):
                     return
                 self._transmit(row, link, clock, now)
                 budget -= 1
@@ -759,15 +760,21 @@ class Agent:
         the horizon holds (counting 1 KiB a bundle), so a link that has room for one more
         bundle does not read sixteen."""
         if not link.rate_bps:
-            return min(budget, _PAGE)
+            # As many as the layer has room for at the size last sent: rows of large bundles
+            # read a hundred at a time cost more in fresh memory than in copying them.
+            room = self.config.unpaced_queue - self._queued.get(link.neighbour, 0)
+            size = self._last_size.get(link.neighbour, self.config.unpaced_queue)  # 1 row first
+            return max(1, min(budget, _PAGE, room // size))
         room = (horizon - self._busy_until.get(link.neighbour, now)) * link.rate_bps / 8
         return max(1, min(16, int(room) >> 10))
 
-    def _link_full(self, neighbour: str, now: float, horizon: float) -> bool:
-        """Whether what was handed to the link already lasts past `horizon`; if so, the
-        neighbour's backlog is due again when it no longer does."""
-        if neighbour in self._queued:
-            return self._queued[neighbour] >= self.config.unpaced_queue
+    def _link_full(self, link: Link, now: float, horizon: float) -> bool:
+        """Whether what was handed to the link already lasts past `horizon` (an unpaced link:
+        fills `unpaced_queue`); if so, the neighbour's backlog is due again when it no longer
+        does (unpaced: when the layer reports room)."""
+        neighbour = link.neighbour
+        if not link.rate_bps:  # only a layer that reports its backlog is held back
+            return self._queued.get(neighbour, 0) >= self.config.unpaced_queue
         busy = self._busy_until.get(neighbour, now)
         if busy > horizon:
             self._backlog[neighbour] = busy - self.config.pacing_window
@@ -801,9 +808,11 @@ class Agent:
             self.store.finish(row.id, State.PENDING)
         self.counters["transmitted"] += 1
         self._staged.append(Transmit(link.neighbour, data, bundle.id, row.id))
-        if link.neighbour in self._queued:
-            self._queued[link.neighbour] += len(data)
-        elif link.rate_bps:
+        self._last_size[link.neighbour] = len(data)
+        if not link.rate_bps:
+            if link.neighbour in self._queued:
+                self._queued[link.neighbour] += len(data)
+        else:
             busy = max(self._busy_until.get(link.neighbour, now), now)
             self._busy_until[link.neighbour] = busy + 8 * len(data) / link.rate_bps
         if row.retransmit_at is None and bundle.primary.flags & _REPORT_FORWARDING:
