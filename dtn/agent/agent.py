@@ -150,6 +150,7 @@ class Agent:
         self._busy_until: dict[str, float] = {}  # paced links: when the queued bytes are out
         self._queued: dict[str, int] = {}  # unpaced links: bytes the layer still holds
         self._last_size: dict[str, int] = {}  # of the bundle last sent to each neighbour
+        self._stalled: set[str] = set()  # unpaced links held back until their queue drains
         self._backlog: dict[str, float] = {}  # neighbour -> when to send more to it
         self._retransmit_cache: dict[str, float | None] = {}
         self._sent_again: set[int] = set()  # custody IDs retransmitted, not yet released
@@ -165,6 +166,8 @@ class Agent:
         # may have died before the application took them: offer them again (IDs below this).
         self._redeliver_below = store.next_id
         self._redeliver_after: int | None = 0 if store.deliverable(0, 1) else None
+        # What a convergence layer held for its neighbour went with the process that ran it.
+        store.requeue_handed()
 
     # === inputs: applications ==================================================================
 
@@ -279,6 +282,7 @@ class Agent:
         self._backlog.pop(neighbour, None)
         self._busy_until.pop(neighbour, None)
         self._queued.pop(neighbour, None)
+        self._stalled.discard(neighbour)
 
     def link_backlog(self, neighbour: str, queued_bytes: int, now: float) -> None:
         """What the convergence layer still holds for a neighbour, as it reports it: the
@@ -293,10 +297,11 @@ class Agent:
                 self._backlog[neighbour] = busy - self.config.pacing_window
             return
         # An unpaced layer (TCP) takes what it is given as fast as it can: hold back once it
-        # holds `unpaced_queue` bytes, and go on when it reports that it has sent them.
-        stalled = self._queued.get(neighbour, 0) >= self.config.unpaced_queue
+        # holds `unpaced_queue` bytes, and go on when it has sent half of that (not at each
+        # acknowledgement: a pump, its query and its commit then carry many bundles, not one).
         self._queued[neighbour] = queued_bytes
-        if stalled and queued_bytes < self.config.unpaced_queue:
+        if neighbour in self._stalled and queued_bytes <= self.config.unpaced_queue // 2:
+            self._stalled.discard(neighbour)
             self._woken.add(neighbour)
             self._pump_woken(now)
 
@@ -306,8 +311,7 @@ class Agent:
         self._now = now
         if self.router.link(neighbour, now).custody:
             return
-        for store_id in store_ids:
-            self.store.finish(store_id, State.IN_FLIGHT)
+        self.store.finish_many(store_ids, State.IN_FLIGHT)
         self._retransmit_cache.pop(neighbour, None)
 
     def not_handed_over(self, neighbour: str, store_ids: list[int], now: float) -> None:
@@ -774,7 +778,10 @@ class Agent:
         does (unpaced: when the layer reports room)."""
         neighbour = link.neighbour
         if not link.rate_bps:  # only a layer that reports its backlog is held back
-            return self._queued.get(neighbour, 0) >= self.config.unpaced_queue
+            if self._queued.get(neighbour, 0) < self.config.unpaced_queue:
+                return False
+            self._stalled.add(neighbour)
+            return True
         busy = self._busy_until.get(neighbour, now)
         if busy > horizon:
             self._backlog[neighbour] = busy - self.config.pacing_window
@@ -794,8 +801,9 @@ class Agent:
         if limit is not None and len(data) > limit:
             self._fragment_queued(row, bundle, link, limit, len(data), now)
             return
-        if custody or link.acknowledged:
-            # Without custody, the timer is only the fallback for a layer that never answers.
+        if link.acknowledged and not custody:
+            self.store.mark_handed(row.id)  # until the layer says the neighbour has it
+        elif custody:
             retransmit_at = clock.read(now) + self._base_timeout(link)
             self.store.mark_in_flight(row.id, retransmit_at)
             cache = self._retransmit_cache

@@ -61,19 +61,20 @@ class StreamCallbacks:
 
 class _Connection:
     """One TCP connection and its session: reads into it, writes what it makes, runs its timer,
-    and passes its events to `on_event`."""
+    and passes its events to `on_events`, all of one flush at once."""
 
     def __init__(
         self,
         session: StreamSession,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_event: Callable[[_Connection, object], asyncio.Future | None],
+        on_events: Callable[[_Connection, list], asyncio.Future | None],
     ) -> None:
         self.session = session
         self.reader = reader
         self.writer = writer
-        self.on_event = on_event
+        self.on_events = on_events
+        self._flush_soon: asyncio.Handle | None = None
         self.peer_eid: str | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -118,21 +119,24 @@ class _Connection:
         # A peer that never answers a shutdown does not keep the socket open.
         self._loop.call_later(_CLOSE_GRACE, self.writer.close)
 
+    def flush_soon(self) -> None:
+        """flush() at the end of this event-loop turn: the bundles the agent hands over in one
+        turn go out in one write."""
+        if self._flush_soon is None:
+            self._flush_soon = self._loop.call_soon(self.flush)
+
     def flush(self) -> None:
+        self._flush_soon = None
         self._held += self.session.data_to_send()
-        commits = []
-        for event in self.session.events():
+        events = self.session.events()
+        for event in events:
             if isinstance(event, SessionUp):
                 self.peer_eid = event.peer_eid
             elif isinstance(event, BundleReceived):
                 self.bundles_received += 1
-            commit = self.on_event(self, event)
-            if commit is not None:
-                commits.append(commit)
-        if commits:
-            gate = commits[0] if len(commits) == 1 else asyncio.gather(*commits)
-            if self._gate is not None:
-                gate = asyncio.gather(self._gate, gate)
+        commit = self.on_events(self, events) if events else None
+        if commit is not None:
+            gate = commit if self._gate is None else asyncio.gather(self._gate, commit)
             self._gate = gate
             gate.add_done_callback(self._committed)
         if self._gate is None:
@@ -240,11 +244,11 @@ class StreamLink:
         self._in_flight[(connection, transfer)] = store_id
         self._sizes[(connection, transfer)] = len(bundle)
         self._queued[connection] = self._queued.get(connection, 0) + len(bundle)
-        connection.flush()
+        connection.flush_soon()
 
     def adopt(self, connection: _Connection) -> None:
         """An accepted session that belongs to this neighbour."""
-        connection.on_event = self.on_event
+        connection.on_events = self.on_events
         self._inbound.append(connection)
 
 
@@ -283,7 +287,7 @@ class StreamLink:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             self.counters["connected"] += 1
-            connection = _Connection(self.make_session(True), reader, writer, self.on_event)
+            connection = _Connection(self.make_session(True), reader, writer, self.on_events)
             self._outbound = connection
             started = loop.time()
             await connection.run()
@@ -294,25 +298,33 @@ class StreamLink:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    def on_event(self, connection: _Connection, event: object) -> asyncio.Future | None:
-        if isinstance(event, BundleReceived):
-            return self.callbacks.bundles(self.name, [event.data])
-        elif isinstance(event, BundleAcked):
-            store_id = self._settle(connection, event.transfer_id)
-            if store_id is not None:
-                self.callbacks.handed_over(self.name, [store_id])
-        elif isinstance(event, BundleRefused):
-            self.counters["refused_by_peer"] += 1
-            store_id = self._settle(connection, event.transfer_id)
-            if store_id is not None:
-                self.callbacks.not_handed_over(self.name, [store_id])
-        elif isinstance(event, SessionUp):
-            self._up.add(connection)
-            self.counters["sessions_up"] += 1
-            self.callbacks.changed(self.name)
-        elif isinstance(event, SessionClosed):
-            self._on_closed(connection, event)
-        return None
+    def on_events(self, connection: _Connection, events: list) -> asyncio.Future | None:
+        """A flush's events, passed on in one call of each kind; the future of the received
+        bundles' commit, if any came."""
+        received, acked, refused = [], [], []
+        for event in events:
+            if isinstance(event, BundleReceived):
+                received.append(event.data)
+            elif isinstance(event, BundleAcked | BundleRefused):
+                store_id = self._settle(connection, event.transfer_id)
+                if store_id is None:
+                    continue
+                if isinstance(event, BundleAcked):
+                    acked.append(store_id)
+                else:
+                    self.counters["refused_by_peer"] += 1
+                    refused.append(store_id)
+            elif isinstance(event, SessionUp):
+                self._up.add(connection)
+                self.counters["sessions_up"] += 1
+                self.callbacks.changed(self.name)
+            elif isinstance(event, SessionClosed):
+                self._on_closed(connection, event)
+        if acked:
+            self.callbacks.handed_over(self.name, acked)
+        if refused:
+            self.callbacks.not_handed_over(self.name, refused)
+        return self.callbacks.bundles(self.name, received) if received else None
 
     def _on_closed(self, connection: _Connection, event: SessionClosed) -> None:
         self._up.discard(connection)
@@ -391,18 +403,21 @@ class StreamListener:
                 self._pending.discard(connection)
                 self.counters.update(connection.session.counters)
 
-    def _unclaimed(self, connection: _Connection, event: object) -> None:
-        """Events of a session no neighbour has claimed yet: its SessionUp names the peer."""
-        if isinstance(event, SessionUp):
-            for link in self.links:
-                if link.node_id is not None and link.node_id == event.peer_eid:
-                    self._claim(connection, link)
-                    link.on_event(connection, event)
-                    return
-            self.counters["unknown_peer"] += 1
-            connection.close("unknown peer")
-        elif isinstance(event, BundleReceived):
-            self.counters["unclaimed_bundles"] += 1
+    def _unclaimed(self, connection: _Connection, events: list) -> asyncio.Future | None:
+        """Events of a session no neighbour has claimed yet: its SessionUp names the peer, and
+        the neighbour takes them from there."""
+        for index, event in enumerate(events):
+            if isinstance(event, SessionUp):
+                for link in self.links:
+                    if link.node_id is not None and link.node_id == event.peer_eid:
+                        self._claim(connection, link)
+                        return link.on_events(connection, events[index:])
+                self.counters["unknown_peer"] += 1
+                connection.close("unknown peer")
+                return None
+            if isinstance(event, BundleReceived):
+                self.counters["unclaimed_bundles"] += 1
+        return None
 
     def _claim(self, connection: _Connection, link: StreamLink) -> None:
         self._pending.discard(connection)

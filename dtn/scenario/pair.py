@@ -84,11 +84,12 @@ loss = {loss}
     return Network(folder), earth, mars, emulator
 
 
-def stream_pair(folder: Path, cla: str, *, scale: float = 1000, neighbour: str = "",
+def stream_pair(folder: Path, cla: str, *, scale: float = 1, neighbour: str = "",
                 custody: bool = True, security: bool = True, log_level: str = "info",
                 synchronous: str = "NORMAL") -> tuple[Network, Path, Path]:
     """Two nodes linked directly over a TCP layer (`cla`), each listening and each
-    connecting to the other; `neighbour` is extra lines for both neighbour tables; without
+    connecting to the other, on a wall-clock mission clock (no light time to scale);
+    `neighbour` is extra lines for both neighbour tables; without
     `security`, no BCB between them. A Network (not started) and the configs: earth, mars."""
     earth_port, mars_port = free_ports(2, "tcp")
     private_copy(CONFIGS / "keys-example.toml", folder)

@@ -44,6 +44,7 @@ _INSERT = (
 )
 _INSERT_PAYLOAD = "INSERT INTO payloads (id, data) VALUES (?, ?)"
 _SYNCHRONOUS = ("FULL", "NORMAL")
+_ID_BATCH = 500  # ids bound into one statement (SQLite's limit is 32766 variables)
 _CACHE_KIB = 16 * 1024  # SQLite page cache bound, whatever the number stored
 _PAYLOAD_FILE = re.compile(r"[0-9]+\.payload")  # what _adopt names a row's payload file
 _SPOOL_SUFFIX = ".part"  # a payload file being written, not yet any row's
@@ -395,6 +396,21 @@ class BundleStore:
             (retransmit_at, bundle_id),
         )
 
+    def mark_handed(self, bundle_id: int) -> None:
+        """In flight without a custody timer: the convergence layer says when the neighbour has
+        it (`finish`) or does not (`requeue`); a restart queues it again (`requeue_handed`)."""
+        self._write().execute(
+            f"UPDATE bundles SET state = {State.IN_FLIGHT}, retransmit_at = NULL WHERE id = ?",
+            (bundle_id,),
+        )
+
+    def requeue_handed(self) -> int:
+        """Queue again every bundle a convergence layer held when the node stopped; how many."""
+        return self._write().execute(
+            f"UPDATE bundles SET state = {State.PENDING} "
+            f"WHERE state = {State.IN_FLIGHT} AND retransmit_at IS NULL"
+        ).rowcount
+
     def requeue_overdue(self, next_hop: str, link_time: float) -> list[int]:
         """Put back in the queue the bundles whose custody timer has run out; their IDs."""
         rows = self._write().execute(
@@ -450,6 +466,15 @@ class BundleStore:
     def finish(self, bundle_id: int, state: State) -> bool:
         """Turn a bundle that is in `state` into a tombstone; whether it was."""
         return len(self._to_tombstone("id = ? AND state = ?", (bundle_id, int(state)))) == 1
+
+    def finish_many(self, bundle_ids: list[int], state: State) -> int:
+        """finish() for many bundles in one statement a batch; how many were in `state`."""
+        done = 0
+        for start in range(0, len(bundle_ids), _ID_BATCH):
+            batch = bundle_ids[start : start + _ID_BATCH]
+            marks = ",".join("?" * len(batch))
+            done += len(self._to_tombstone(f"state = ? AND id IN ({marks})", (int(state), *batch)))
+        return done
 
     def purge_expired(self, now: float, limit: int) -> list[StoredBundle]:
         """Delete up to `limit` rows whose lifetime ended by `now`; the live ones deleted."""
