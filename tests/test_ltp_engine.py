@@ -336,3 +336,44 @@ def test_mutated_segments_never_raise(flips, which):
         ch.a.receive_datagram(bytes(mutated), 2.0)
     ch.a.handle_timer(1e6)
     ch.b.handle_timer(1e6)
+
+
+def _sender() -> tuple[LtpEngine, list[DataSegment]]:
+    a = LtpEngine(2)
+    a.add_span(3, SpanConfig(owlt=OWLT, max_retransmissions=2))
+    a.send_block(3, os.urandom(5000), 0.0)
+    return a, [decode_segment(w) for _, w in a.datagrams_to_send(0.0)]
+
+
+def test_hostile_reports_are_dropped_and_counted():
+    a, _ = _sender()
+    for report in (
+        ReportSegment(2, 1, 1, 1, 6000, 0, ((0, 6000),)),  # claims beyond the block
+        ReportSegment(2, 1, 2, 99, 5000, 0, ((0, 5000),)),  # cites a checkpoint never sent
+        ReportSegment(2, 42, 3, 1, 10, 0, ((0, 10),)),  # a session we never had
+    ):
+        a.receive_datagram(report.encode(), 1.0)
+    a.receive_datagram(CancelSegment(2, 42, False, 0).encode(), 1.0)
+    assert a.counters["dropped.bad_report"] == 2
+    assert a.counters["dropped.report_unknown_session"] == 1
+    assert a.counters["dropped.cancel_unknown_session"] == 1
+    assert a.events() == [] and a.datagrams_to_send(1.0) == []
+
+
+def test_a_receiver_that_never_fills_the_gap_is_cancelled():
+    a, _ = _sender()
+    for serial in range(1, 5):  # the same claim again and again: no progress
+        a.receive_datagram(ReportSegment(2, 1, serial, 1, 5000, 0, ((0, 10),)).encode(), 1.0)
+        a.datagrams_to_send(1.0)
+    assert a.events() == [BlockCancelled(3, 1, 5, by_peer=False)]  # RXMTCYCEXC
+
+
+def test_a_lost_final_report_ack_does_not_hold_a_session_slot():
+    span = SpanConfig(owlt=OWLT, max_sessions=1)
+    ch = pair(span=span, drop=lambda src, wire, i: src == 2 and _kind(wire) == 9)
+    blocks = [os.urandom(3000) for _ in range(3)]
+    for block in blocks:
+        ch.a.send_block(3, block, 0.0)
+    ch.run()
+    assert [e.data for e in _only(ch.b.events(), BlockReceived)] == blocks
+    assert ch.b.counters["refused_sessions"] == 0

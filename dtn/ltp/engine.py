@@ -274,7 +274,6 @@ class _Export:
 @dataclass
 class _Report:
     segment: ReportSegment
-    wire: bytes
     timer: _Timer
 
 
@@ -450,6 +449,8 @@ class LtpEngine:
         while span.pending and len(span.exports) < span.config.max_sessions:
             export = span.pending.popleft()
             _move(_EXPORT, export, OPEN)
+            # ION counts the header in its segment size (1015-byte first segments at 1024) and
+            # may split off a one-byte checkpoint; ours bounds the data alone, as configured
             size = span.config.segment_size
             n = len(export.data)
             if not export.red:  # green: sent once, nothing comes back
@@ -600,7 +601,7 @@ class LtpEngine:
             if red_length is not None:
                 self._answer_closed(span, segment, red_length)
                 return
-            if len(span.imports) >= span.config.max_sessions:
+            if self._full(span):
                 self.counters["refused_sessions"] += 1
                 if segment.checkpoint:  # once per checkpoint, not per segment, and stateless
                     self._cancel_unknown(span, segment.session)
@@ -615,6 +616,16 @@ class LtpEngine:
             self._send_reports(imp, None)
         if imp.state == OPEN and self._complete(imp):
             self._deliver(imp)
+
+    def _full(self, span: _Span) -> bool:
+        """No room for a new import session: `max_sessions` still receiving, or four times
+        that many in all (delivered ones wait for their last report-acknowledgement, and
+        must not hold a slot a sender may already have reused)."""
+        cap = span.config.max_sessions
+        if len(span.imports) < cap:
+            return False
+        return (len(span.imports) >= 4 * cap
+                or sum(imp.state == OPEN for imp in span.imports.values()) >= cap)
 
     def _cancel_unknown(self, span: _Span, session: int) -> None:
         wire = CancelSegment(span.remote, session, False, SYS_CNCLD).encode()
@@ -710,7 +721,7 @@ class LtpEngine:
 
         timer = _Timer(span, resend)
         wire = self._queue(span, segment, timer)
-        imp.reports[serial] = _Report(segment, wire, timer)
+        imp.reports[serial] = _Report(segment, timer)
         imp.bounds[serial] = (lower, upper)
         while len(imp.bounds) > _MAX_OPEN_REPORTS:
             imp.bounds.popitem(last=False)
