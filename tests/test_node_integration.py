@@ -13,24 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from node_helpers import receive_all
 
 from dtn.api.service import ApiError
 from dtn.client import Client
 from dtn.scenario.pair import earth_mars, start
-
-
-def _receive_all(path: str, endpoint: str, count: int, timeout: float) -> list:
-    got = []
-    deadline = time.monotonic() + timeout
-    with Client(path) as client:
-        client.register(endpoint)
-        while len(got) < count and time.monotonic() < deadline:
-            item = client.receive(timeout=max(0.1, deadline - time.monotonic()))
-            if item is None:
-                break
-            got.append((item.bundle_id, item.data))
-            client.ack(item)
-    return got
 
 
 def test_500_bundles_at_ber_1e5_and_2_percent_loss_arrive_once_intact(tmp_path):
@@ -42,7 +29,7 @@ def test_500_bundles_at_ber_1e5_and_2_percent_loss_arrive_once_intact(tmp_path):
             for i in range(500):
                 data = os.urandom(200 + (i * 37) % 3000)
                 sent[client.send("ipn:2.1", data)] = hashlib.sha256(data).digest()
-        got = _receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 500, 60)
+        got = receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 500, 60)
         with Client(net.socket("earth", "earth.sock")) as client:
             status = client.status()
     ids = [bundle_id for bundle_id, _ in got]
@@ -69,7 +56,7 @@ def test_kill_9_mid_transfer_loses_nothing_and_delivers_once(tmp_path, victim):
         time.sleep(0.3)
         net.processes[victim].start()
         net.processes[victim].wait_ready()
-        got = _receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 300, 60)
+        got = receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 300, 60)
     ids = [bundle_id for bundle_id, _ in got]
     assert len(ids) == len(set(ids)), "a bundle was delivered twice"
     assert dict(got) == sent
@@ -93,7 +80,7 @@ def test_store_full_is_a_clear_error_and_keeps_what_is_stored(tmp_path):
             assert set(accepted) <= stored
         net.node("mars", mars)
         net.processes["mars"].wait_ready()
-        got = _receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 20, 30)
+        got = receive_all(net.socket("mars", "mars.sock"), "ipn:2.1", 20, 30)
     assert sorted(bundle_id for bundle_id, _ in got) == sorted(accepted)
 
 
@@ -118,7 +105,7 @@ def test_hostile_datagrams_and_api_requests_are_counted_and_survived(tmp_path):
         threading.Event().wait(0.3)
         with Client(net.socket("earth", "earth.sock")) as client:
             bundle_id = client.send("ipn:2.1", b"still here")
-        got = _receive_all(path, "ipn:2.1", 1, 20)
+        got = receive_all(path, "ipn:2.1", 1, 20)
         with Client(path) as client:
             status = client.status()
         assert net.processes["mars"].running
@@ -187,7 +174,7 @@ def test_unacknowledged_deliveries_wait_and_come_again_to_the_next_client(tmp_pa
             client.register("ipn:2.1")
             taken = client.receive(timeout=10)
             assert taken is not None  # taken, never acknowledged: the client goes away
-        got = dict(_receive_all(path, "ipn:2.1", 2, 10))
+        got = dict(receive_all(path, "ipn:2.1", 2, 10))
         with Client(path) as client:
             left = [row for row in client.bundles() if row["state"] == "deliverable"]
     assert got == {first: b"one", second: b"two"}

@@ -10,10 +10,11 @@ import socket
 import time
 
 import pytest
+from node_helpers import receive_all
+from tls_helpers import make_ca_and_cert
 
 from dtn.client import Client
 from dtn.scenario.pair import stream_pair
-from tests.tls_helpers import make_ca_and_cert
 
 LAYERS = ["mtcp", "stcp", "tcpcl3", "tcpcl4", "tcpcl4+tls"]
 
@@ -30,18 +31,10 @@ def _tls_lines(folder, cla: str) -> tuple[str, str]:
 
 
 def _receive(path: str, endpoint: str, count: int, timeout: float) -> dict:
-    got = {}
-    deadline = time.monotonic() + timeout
-    with Client(path) as client:
-        client.register(endpoint)
-        while len(got) < count and time.monotonic() < deadline:
-            item = client.receive(timeout=max(0.1, deadline - time.monotonic()))
-            if item is None:
-                break
-            assert item.bundle_id not in got, "delivered twice"
-            got[item.bundle_id] = hashlib.sha256(item.data).digest()
-            client.ack(item)
-    return got
+    """SHA-256 of each delivery by bundle id; a bundle delivered twice fails the test."""
+    got = receive_all(path, endpoint, count, timeout)
+    assert len({bundle_id for bundle_id, _ in got}) == len(got), "delivered twice"
+    return {bundle_id: hashlib.sha256(data).digest() for bundle_id, data in got}
 
 
 def _status_links(path: str) -> dict:

@@ -22,7 +22,15 @@ from collections import Counter
 
 from dtn.bundle import cbor
 
-from .session import BundleAcked, BundleReceived, BundleRefused, Outbox, SessionClosed, SessionUp
+from .session import (
+    BundleAcked,
+    BundleReceived,
+    BundleRefused,
+    Outbox,
+    OutboxReader,
+    SessionClosed,
+    SessionUp,
+)
 
 _STCP_LENGTH = struct.Struct(">I")
 _STCP_KEEPALIVE = b"\x00\x00\x00\x00"
@@ -30,7 +38,7 @@ _MTCP_BYTES_MAJOR = 2
 _MTCP_ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}  # CBOR additional info -> bytes
 
 
-class _FramedSession:
+class _FramedSession(OutboxReader):
     """The common machinery: parse heads, collect bodies, emit events; subclasses say how a
     length is written and read."""
 
@@ -118,12 +126,6 @@ class _FramedSession:
 
     def close(self, reason: str, now: float) -> None:
         self._end(reason, "closed_locally")
-
-    def data_to_send(self) -> bytes:
-        return self._out.take_data()
-
-    def events(self) -> list:
-        return self._out.take_events()
 
     # --- what subclasses define ----------------------------------------------------------------
 

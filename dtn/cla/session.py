@@ -91,6 +91,18 @@ class StreamSession(Protocol):
         ...
 
 
+class OutboxReader:
+    """`data_to_send` and `events` of a session that keeps its output in `self._out`."""
+
+    _out: Outbox
+
+    def data_to_send(self) -> bytes:
+        return self._out.take_data()
+
+    def events(self) -> list[SessionEvent]:
+        return self._out.take_events()
+
+
 @dataclass
 class Outbox:
     """Bytes and events a session has made and the shell has not taken yet."""

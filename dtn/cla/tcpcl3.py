@@ -46,8 +46,8 @@ from dtn.cla.session import (
     BundleReceived,
     BundleRefused,
     Outbox,
+    OutboxReader,
     SessionClosed,
-    SessionEvent,
     SessionUp,
 )
 
@@ -129,7 +129,7 @@ class _Violation(Exception):
         self.counter, self.reason, self.shutdown = counter, reason, shutdown
 
 
-class Tcpcl3Session:
+class Tcpcl3Session(OutboxReader):
     """One TCPCLv3 connection's protocol state; the shell does the socket and the clock."""
 
     def __init__(
@@ -187,12 +187,6 @@ class Tcpcl3Session:
     @property
     def queued_bytes(self) -> int:
         return self._queued
-
-    def data_to_send(self) -> bytes:
-        return self._out.take_data()
-
-    def events(self) -> list[SessionEvent]:
-        return self._out.take_events()
 
     def send_bundle(self, bundle: bytes, now: float) -> int:
         """Queue `bundle`; it goes out in order once the session is up. Returns its id."""

@@ -50,6 +50,7 @@ from dtn.cla.session import (
     BundleReceived,
     BundleRefused,
     Outbox,
+    OutboxReader,
     SessionClosed,
     SessionEvent,
     SessionUp,
@@ -162,7 +163,7 @@ def _items(view: memoryview) -> list[tuple[int, int, memoryview]]:
     return out
 
 
-class Tcpcl4Session:
+class Tcpcl4Session(OutboxReader):
     """One TCPCLv4 session's protocol state; see the module docstring for its rules."""
 
     def __init__(self, local_node_id: str, *, active: bool, keepalive: int = 15,
@@ -228,12 +229,6 @@ class Tcpcl4Session:
     def keepalive(self) -> int:
         """The negotiated keepalive interval (0 before the session is up, or when off)."""
         return self._ka
-
-    def data_to_send(self) -> bytes:
-        return self._out.take_data()
-
-    def events(self) -> list[SessionEvent]:
-        return self._out.take_events()
 
     def send_bundle(self, bundle: bytes, now: float) -> int:
         self._tick(now)

@@ -672,13 +672,8 @@ class Node:
         links = {}
         for name, link in self.links.items():
             counters = link.counters
-            contact = self.router.plan.current_or_next(name, now)
-            links[name] = {
-                "up": name in self._up,
+            links[name] = self._link_status(name, link.queued_bytes, now) | {
                 "rate_bps": link.rate_bps,
-                "light_time": self.router.link(name, now).owlt,
-                "queued_bytes": link.queued_bytes,
-                "next_contact": None if contact is None else [contact.start, contact.end],
                 "bundles_out": counters.bundles_out,
                 "bundles_in": counters.bundles_in,
                 "datagrams_out": counters.datagrams_out,
@@ -687,14 +682,8 @@ class Node:
                 "frames_dropped": dict(counters.fec.frames_dropped),
             }
         for name, stream in self.streams.links.items():
-            contact = self.router.plan.current_or_next(name, now)
-            links[name] = {
-                "up": name in self._up,
-                "session": stream.ready,
-                "light_time": self.router.link(name, now).owlt,
-                "queued_bytes": stream.queued_bytes,
-                "next_contact": None if contact is None else [contact.start, contact.end],
-                **stream.counters,
+            links[name] = self._link_status(name, stream.queued_bytes, now) | {
+                "session": stream.ready, **stream.counters
             }
         return {
             "node_id": str(self.node_id),
@@ -713,6 +702,15 @@ class Node:
             "cla": {f"{h}:{p}": dict(e.counters) for (h, p), e in self.endpoints.items()}
             | self.streams.counters(),
             "waiting_for_application": {e: len(q) for e, q in self._waiting.items() if q},
+        }
+
+    def _link_status(self, name: str, queued_bytes: int, now: float) -> dict:
+        contact = self.router.plan.current_or_next(name, now)
+        return {
+            "up": name in self._up,
+            "light_time": self.router.link(name, now).owlt,
+            "queued_bytes": queued_bytes,
+            "next_contact": None if contact is None else [contact.start, contact.end],
         }
 
     def bundles(self, limit: int) -> list[dict]:
