@@ -21,6 +21,7 @@ from dtn.ltp.engine import (
     LtpConfig,
     LtpEngine,
     SpanConfig,
+    _Ranges,
 )
 from dtn.ltp.segment import (
     RLEXC,
@@ -377,3 +378,21 @@ def test_a_lost_final_report_ack_does_not_hold_a_session_slot():
     ch.run()
     assert [e.data for e in _only(ch.b.events(), BlockReceived)] == blocks
     assert ch.b.counters["refused_sessions"] == 0
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 40)), max_size=30),
+       st.integers(0, 200), st.integers(0, 260))
+def test_byte_ranges_match_a_set_of_offsets(adds, lo, hi):
+    ranges, model = _Ranges(), set()
+    for start, length in adds:
+        new = ranges.add(start, start + length)
+        assert sum(e - s for s, e in new) == len(set(range(start, start + length)) - model)
+        model |= set(range(start, start + length))
+    assert all(s < e for s, e in zip(ranges.starts, ranges.ends, strict=True))
+    assert all(e < s for e, s in zip(ranges.ends, ranges.starts[1:], strict=False))
+    assert {i for s, e in ranges.within(lo, hi) for i in range(s, e)} == {
+        i for i in model if lo <= i < hi}
+    assert {i for s, e in ranges.gaps(lo, hi) for i in range(s, e)} == {
+        i for i in range(lo, hi) if i not in model}
+    assert ranges.total == len(model)

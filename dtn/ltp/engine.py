@@ -111,7 +111,7 @@ from dtn.ltp.segment import (
 
 PENDING, OPEN, CANCELLING, DELIVERED, CLOSED = (
     "PENDING", "OPEN", "CANCELLING", "DELIVERED", "CLOSED")
-_EXPORT = {PENDING: {OPEN, CLOSED}, OPEN: {OPEN, CANCELLING, CLOSED}, CANCELLING: {CLOSED}}
+_EXPORT = {PENDING: {OPEN}, OPEN: {OPEN, CANCELLING, CLOSED}, CANCELLING: {CLOSED}}
 _IMPORT = {OPEN: {OPEN, DELIVERED, CANCELLING, CLOSED}, DELIVERED: {DELIVERED, CLOSED},
            CANCELLING: {CLOSED}, CLOSED: {DELIVERED}}
 
@@ -316,6 +316,7 @@ class LtpEngine:
     # --- API ---------------------------------------------------------------------------------
 
     def add_span(self, remote_engine: int, config: SpanConfig) -> None:
+        """Serve `remote_engine`; its contact starts up."""
         self._spans[remote_engine] = _Span(remote_engine, config)
 
     def send_block(self, remote_engine: int, data: bytes, now: float, red: bool = True) -> int:
@@ -332,15 +333,18 @@ class LtpEngine:
         return session
 
     def events(self) -> list[Event]:
+        """What happened since the last call, oldest first."""
         out, self._events = self._events, []
         return out
 
     def contact_down(self, remote: int, now: float) -> None:
+        """Hold everything for `remote` and suspend its timers (§6.2)."""
         span = self._spans[remote]
         if span.down_since is None:
             span.down_since = now
 
     def contact_up(self, remote: int, now: float) -> None:
+        """Resume `remote`'s timers, each shifted by the time the contact was down."""
         span = self._spans[remote]
         if span.down_since is None:
             return
@@ -350,6 +354,7 @@ class LtpEngine:
                 timer.deadline += pause
 
     def datagrams_to_send(self, now: float) -> list[tuple[int, bytes]]:
+        """(remote engine, one segment) to send now; retransmission timers start here."""
         out = []
         for span in self._spans.values():
             if span.down_since is not None:
@@ -363,11 +368,13 @@ class LtpEngine:
         return out
 
     def next_deadline(self) -> float | None:
+        """When `handle_timer` is next due, or None (no timer runs, or all are suspended)."""
         deadlines = [t.deadline for span in self._spans.values() if span.down_since is None
                      for t in span.timers if t.deadline is not None]
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
+        """Fire every timer due by `now` (resends go out through `datagrams_to_send`)."""
         for span in self._spans.values():
             if span.down_since is not None:
                 continue
@@ -379,6 +386,7 @@ class LtpEngine:
                     timer.fire(now)
 
     def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """Take one segment from a peer. Never raises: bad input is dropped and counted."""
         try:
             segment = decode_segment(datagram)
         except LtpError:
