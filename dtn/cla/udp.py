@@ -37,6 +37,8 @@ from dtn.fec.frame import MAX_DATAGRAM, MAX_PACKED_BUNDLE, FrameConfig
 from dtn.fec.link import FecCounters, FrameDecoder
 from dtn.fec.pack import FramePacker, packed_efficiency
 
+from .pacing import TokenBucket
+
 log = logging.getLogger("dtn.cla.udp")
 
 # Frames coded per datagrams_to_send call at most: the rest waits for the next call, so one
@@ -46,8 +48,6 @@ _MAX_FRAMES_PER_CALL = 512
 # call (a call's fixed cost was most of the coding time at 267 Mbit/s, 4 frames a call), while
 # a bundle of higher priority waits behind at most this much of coded frames.
 _CODE_AHEAD = 0.01
-# Credit within this much of zero counts as zero: float rounding at the deadline.
-_TOKEN_SLACK = 1e-6
 # Pacing bucket depth (pacing_burst): wall seconds of the link's rate, within these bounds.
 _BURST_WALL = 0.04
 _BURST_MIN = 256 << 10
@@ -139,9 +139,7 @@ class UdpRsLink:
         self.counters = UdpRsCounters(fec=self._decoder.counters)
         self._efficiency = packed_efficiency(frame_config)
         self._ready: deque[bytes] = deque()  # coded, waiting for pacing credit
-        self._rate = config.rate_bps
-        self._tokens = float(config.burst_bytes)  # bytes that may go now
-        self._refilled_at: float | None = None
+        self._bucket = TokenBucket(config.rate_bps, config.burst_bytes)
         self._now = -math.inf  # the latest `now` seen
 
     # -- sending -----------------------------------------------------------------------------
@@ -164,21 +162,23 @@ class UdpRsLink:
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """The datagrams that may go on the wire now, in order (possibly none)."""
         self._tick(now)
-        self._refill(now)
+        bucket = self._bucket
+        bucket.refill(now)
         packer, ready, out = self._packer, self._ready, []
         size = packer.datagram_size
         while True:
-            while ready and self._tokens > -_TOKEN_SLACK:
+            while ready and bucket.has_credit:
                 datagram = ready.popleft()
-                self._tokens -= len(datagram)
+                bucket.take(len(datagram))
                 out.append(datagram)
-            if ready or self._tokens <= -_TOKEN_SLACK or not packer.queued_bundles:
+            if ready or not bucket.has_credit or not packer.queued_bundles:
                 break
             budget = _MAX_FRAMES_PER_CALL - len(out)
             if budget <= 0:
                 break
-            if self._rate is not None:
-                ahead = self._tokens + self._rate / 8 * _CODE_AHEAD
+            rate = bucket.rate_bps
+            if rate is not None:
+                ahead = bucket.tokens + rate / 8 * _CODE_AHEAD
                 budget = min(budget, max(1, math.ceil(ahead / size)))
             flush = now >= packer.oldest() + self.config.linger
             short_before = packer.frames_short
@@ -193,15 +193,11 @@ class UdpRsLink:
 
     def set_rate(self, rate_bps: float | None) -> None:
         """A new pacing rate (a contact window may change it); None sends unpaced."""
-        if rate_bps is not None and not rate_bps > 0:
-            raise ValueError(f"rate_bps must be > 0 or None, got {rate_bps!r}")
-        if self._rate is None:
-            self._tokens = min(self._tokens, float(self.config.burst_bytes))
-        self._rate = rate_bps
+        self._bucket.set_rate(rate_bps)
 
     @property
     def rate_bps(self) -> float | None:
-        return self._rate
+        return self._bucket.rate_bps
 
     @property
     def efficiency(self) -> float:
@@ -252,26 +248,9 @@ class UdpRsLink:
                 due = self._now  # due now, unless the bucket is empty
             else:
                 due = packer.oldest() + self.config.linger
-            deadlines.append(max(due, self._credit_at()))
+            deadlines.append(max(due, self._bucket.credit_at(self._now)))
         return min((d for d in deadlines if d is not None), default=None)
-
-    def _credit_at(self) -> float:
-        """When the bucket holds credit again (now if it does)."""
-        if self._tokens > -_TOKEN_SLACK or self._rate is None or self._refilled_at is None:
-            return self._now
-        return self._refilled_at + -self._tokens * 8 / self._rate
 
     def _tick(self, now: float) -> None:
         if now > self._now:
             self._now = now
-
-    def _refill(self, now: float) -> None:
-        if self._rate is None:
-            self._tokens = math.inf
-        elif self._refilled_at is not None and now > self._refilled_at:
-            self._tokens = min(
-                float(self.config.burst_bytes),
-                self._tokens + (now - self._refilled_at) * self._rate / 8,
-            )
-        if self._refilled_at is None or now > self._refilled_at:
-            self._refilled_at = now
