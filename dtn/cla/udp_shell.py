@@ -1,4 +1,5 @@
-"""The udp-rs convergence layer's asyncio shell: one UDP socket, the peers reached through it.
+"""The asyncio shell of the datagram convergence layers (udp-rs, ltp, ltp+rs): one UDP socket,
+the peers reached through it, each with its sans-I/O link (`DatagramLink`).
 
 Datagrams are sent *from* the listen socket to each peer's address, and datagrams arriving
 *from* a peer's address belong to that peer (the link emulator delivers a side's traffic from
@@ -16,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from dtn.clock import ScaledClock
-
-from .udp import UdpRsLink
 
 Address = tuple[str, int]
 _READ_BATCH = 256  # datagrams read per callback at most, so other sockets get their turn
@@ -28,19 +28,39 @@ _SOCKET_BUFFER = 8 << 20
 _MAX_DATAGRAM = 65_535
 
 
-class UdpRsEndpoint:
+class DatagramLink(Protocol):
+    """What the endpoint drives: UdpRsLink, LtpLink."""
+
+    def datagrams_to_send(self, now: float) -> list[bytes]: ...
+
+    def receive_datagrams(self, datagrams: Sequence[bytes], now: float) -> list[bytes]: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
+class DatagramEndpoint:
+    """`on_bundles(name, bundles)` may return a future: until it is done (the bundles are in
+    the store) nothing more goes to that peer, so no LTP report claims what a crash could
+    still lose. `on_activity(name)` is called after each batch received from a peer and each
+    timer, so the node can read what the link has settled (LtpLink.outcomes)."""
+
     def __init__(
         self,
         listen: Address,
         clock: ScaledClock,
-        on_bundles: Callable[[str, list[bytes]], None],
+        on_bundles: Callable[[str, list[bytes]], asyncio.Future | None],
+        on_activity: Callable[[str], None] | None = None,
     ) -> None:
         self.listen = listen
         self.clock = clock
         self.on_bundles = on_bundles
+        self.on_activity = on_activity
         self.counters: Counter[str] = Counter()
         self._peers: dict[Address, str] = {}
-        self._links: dict[str, UdpRsLink] = {}
+        self._links: dict[str, DatagramLink] = {}
+        self._gates: dict[str, asyncio.Future] = {}  # peers held until their bundles are stored
         self._addresses: dict[str, Address] = {}
         self._parked: dict[str, list[bytes]] = {}  # datagrams the kernel would not take yet
         self._sent: set[str] = set()  # peers given bundles this turn, not yet pumped
@@ -64,12 +84,12 @@ class UdpRsEndpoint:
         self.listen = sock.getsockname()
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
-    def add_peer(self, name: str, address: Address, link: UdpRsLink) -> None:
+    def add_peer(self, name: str, address: Address, link: DatagramLink) -> None:
         self._peers[address] = name
         self._links[name] = link
         self._addresses[name] = address
 
-    def link(self, name: str) -> UdpRsLink:
+    def link(self, name: str) -> DatagramLink:
         return self._links[name]
 
     def close(self) -> None:
@@ -84,13 +104,17 @@ class UdpRsEndpoint:
     # === sending ===============================================================================
 
     def send(self, name: str, bundle: bytes) -> None:
-        """Queue one bundle for a peer; what pacing allows goes out at the end of this turn of
-        the event loop, with the other bundles queued in it (their frames coded together)."""
+        """Queue one bundle for a udp-rs peer (see wake)."""
         try:
             self._links[name].send(bundle, self.clock.now())
         except ValueError:
             self.counters["send_refused"] += 1  # counted by the link too; custody will retry
             return
+        self.wake(name)
+
+    def wake(self, name: str) -> None:
+        """The peer's link was given something to send: what pacing allows goes out at the end
+        of this turn of the event loop, with the rest queued in it (its frames coded together)."""
         if not self._sent:
             self._loop.call_soon(self._pump_sent)
         self._sent.add(name)
@@ -105,8 +129,8 @@ class UdpRsEndpoint:
         self._arm()
 
     def _pump(self, name: str, now: float) -> None:
-        if name in self._parked:
-            return  # the socket is full: wait for it to drain
+        if name in self._parked or name in self._gates:
+            return  # the socket is full, or received bundles are not stored yet: wait
         datagrams = self._links[name].datagrams_to_send(now)
         if datagrams:
             self._write(name, datagrams)
@@ -159,8 +183,26 @@ class UdpRsEndpoint:
         for name, datagrams in batches.items():
             bundles = self._links[name].receive_datagrams(datagrams, now)
             if bundles:
-                self.on_bundles(name, bundles)
+                self._hold(name, self.on_bundles(name, bundles))
+            if self.on_activity is not None:
+                self.on_activity(name)
         self._arm()
+
+    def _hold(self, name: str, stored: asyncio.Future | None) -> None:
+        if stored is None or stored.done():
+            return
+        previous = self._gates.get(name)
+        gate = stored if previous is None else asyncio.gather(previous, stored)
+        self._gates[name] = gate
+
+        def release(done: asyncio.Future) -> None:
+            if self._gates.get(name) is done:
+                del self._gates[name]
+                if done.cancelled() or done.exception() is not None:
+                    self.counters["store_failed"] += 1  # the peer's timers send them again
+                self.wake(name)
+
+        gate.add_done_callback(release)
 
     # === time ==================================================================================
 
@@ -184,4 +226,6 @@ class UdpRsEndpoint:
         for name, link in self._links.items():
             link.handle_timer(now)
             self._pump(name, now)
+            if self.on_activity is not None:
+                self.on_activity(name)
         self._arm()

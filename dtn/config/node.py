@@ -15,6 +15,7 @@ from typing import Literal
 
 from dtn.agent import AgentConfig, Contact, ContactPlan, Link, Route, Router
 from dtn.bundle import EID
+from dtn.bundle.eid import IPN_SCHEME
 from dtn.clock import ScaledClock
 from dtn.codepoints import DEFAULT_CODEPOINTS, CodePoints
 from dtn.config.schedule import ScheduleTable, schedule_from
@@ -157,6 +158,32 @@ class FecTable(Table):
 
 
 STREAM_LAYERS = ("tcpcl3", "tcpcl4", "mtcp", "stcp")
+LTP_LAYERS = ("ltp", "ltp+rs")
+
+
+class LtpTable(Table):
+    """LTP (RFC 5326) for an ltp or ltp+rs neighbour. Engine ids default to the node numbers
+    of ipn node IDs (ours, and the neighbour's `node_id`), as ION numbers its engines."""
+
+    engine_id: int | None = None  # the neighbour's engine
+    local_engine_id: int | None = None  # ours
+    segment_size: Size = Size(1024)  # data bytes per data segment (ION's default span)
+    aggregation_size: Size = Size(64 << 10)  # a block goes once it holds this much
+    aggregation_time: Duration = Duration(1.0)  # or once its first bundle waited this long
+    timeout_margin: Duration = Duration(1.0)  # added to 2 x light time for LTP's timers
+    max_retransmissions: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("engine_id", "local_engine_id"):
+            value = getattr(self, key)
+            if value is not None and not 1 <= value < 1 << 63:
+                raise ValueError(f"{key} must be 1..2^63-1")
+        if not 64 <= self.segment_size <= 65_000:
+            raise ValueError("segment_size must be 64-65000 bytes")
+        if not self.aggregation_size >= 1:
+            raise ValueError("aggregation_size must be at least 1 byte")
+        if not self.max_retransmissions >= 1:
+            raise ValueError("max_retransmissions must be at least 1")
 
 
 class TlsTable(Table):
@@ -178,13 +205,14 @@ class NeighbourTable(Table):
     listen: Address | None = None
     address: Address | None = None
     node_id: NodeId | None = None
-    cla: Literal["udp-rs", "tcpcl3", "tcpcl4", "mtcp", "stcp"] = "udp-rs"
+    cla: Literal["udp-rs", "tcpcl3", "tcpcl4", "mtcp", "stcp", "ltp", "ltp+rs"] = "udp-rs"
     # Stream layers: open the connection to `address` (false: send over the one the neighbour
     # opens to `listen`); keepalive in wall seconds (0: none); TCPCL segment size.
     connect: bool = True
     keepalive: Duration = Duration(15.0)
     segment_size: Size = Size(1 << 20)
     tls: TlsTable | None = None
+    ltp: LtpTable = LtpTable()
     rate: Rate | None = None  # mission bit/s; None: unpaced
     light_time: LightTime = LightTime(0.0)
     ephemeris_date: Instant | None = None  # for "auto": the planets' date at the clock epoch
@@ -200,9 +228,9 @@ class NeighbourTable(Table):
             raise ValueError("rate must be > 0 (leave it out for an unpaced link)")
         if not self.contacts_horizon > 0:
             raise ValueError("contacts_horizon must be > 0")
-        if self.cla == "udp-rs" and (self.listen is None or self.address is None):
-            raise ValueError("udp-rs needs both listen and address")
-        if self.connect and self.address is None and self.cla != "udp-rs":
+        if not self.streams and (self.listen is None or self.address is None):
+            raise ValueError(f"{self.cla} needs both listen and address")
+        if self.connect and self.address is None and self.streams:
             raise ValueError("connect = true needs an address (or set connect = false)")
         if not self.connect and self.listen is None:
             raise ValueError("connect = false needs a listen address")
@@ -303,6 +331,20 @@ class NodeConfig:
             codepoints=self.file.codepoints.codepoints(),
         )
 
+    def ltp_engines(self, neighbour: NeighbourTable) -> tuple[int, int]:
+        """(our engine id, the neighbour's) for an ltp neighbour: as configured, else the node
+        numbers of the ipn node IDs. ConfigError when neither is given."""
+        def number(eid: str | None) -> int | None:
+            parsed = None if eid is None else EID.parse(eid)
+            return parsed.ssp[0] if parsed is not None and parsed.scheme == IPN_SCHEME else None
+
+        local = neighbour.ltp.local_engine_id or number(self.node_id)
+        remote = neighbour.ltp.engine_id or number(neighbour.node_id)
+        if local is None or remote is None:
+            raise ConfigError(f"{self.path}: neighbour {neighbour.name}: set ltp.engine_id and "
+                              "ltp.local_engine_id (engine ids come from ipn node IDs only)")
+        return local, remote
+
     def quota(self) -> Quota:
         store = self.file.store
         return Quota(
@@ -350,8 +392,9 @@ class NodeConfig:
                     if neighbour.max_bundle_size is None
                     else int(neighbour.max_bundle_size),
                     custody=neighbour.custody,
-                    fragment_above=None if neighbour.streams else self.file.fec.fragment_above(),
-                    acknowledged=neighbour.streams,
+                    fragment_above=self.file.fec.fragment_above()
+                    if neighbour.cla == "udp-rs" else None,
+                    acknowledged=neighbour.cla != "udp-rs",
                 )
             )
             schedule = self.schedules.get(neighbour.name)

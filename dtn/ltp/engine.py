@@ -83,6 +83,7 @@ Receiver (import) session states; `_IMPORT` below:
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -353,19 +354,34 @@ class LtpEngine:
             if timer.deadline is not None:
                 timer.deadline += pause
 
-    def datagrams_to_send(self, now: float) -> list[tuple[int, bytes]]:
-        """(remote engine, one segment) to send now; retransmission timers start here."""
+    def datagrams_to_send(self, now: float, max_bytes: float = math.inf
+                          ) -> list[tuple[int, bytes]]:
+        """(remote engine, one segment) to send now, up to about `max_bytes` (at least one);
+        retransmission timers start here, so a paced shell takes only what it can send at once."""
         out = []
         for span in self._spans.values():
             if span.down_since is not None:
                 continue
-            while span.queue:
+            while span.queue and max_bytes > 0:
                 wire, timer = span.queue.popleft()
+                max_bytes -= len(wire)
                 if timer is not None and timer in span.timers:
                     timer.deadline = now + span.timeout
                 self.counters[f"segments_out.{TYPE_NAMES[wire[0] & 0x0F]}"] += 1
                 out.append((span.remote, wire))
         return out
+
+    @property
+    def has_output(self) -> bool:
+        """Whether segments wait for `datagrams_to_send` (to spans whose contact is up)."""
+        return any(span.queue and span.down_since is None for span in self._spans.values())
+
+    @property
+    def queued_bytes(self) -> int:
+        """Segment bytes not yet handed out, and the data of blocks waiting for a session."""
+        return sum(sum(len(wire) for wire, _ in span.queue)
+                   + sum(len(export.data) for export in span.pending)
+                   for span in self._spans.values())
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` is next due, or None (no timer runs, or all are suspended)."""

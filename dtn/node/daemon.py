@@ -23,9 +23,10 @@ from dtn.agent import Agent, Deliver, Event, Router, Transmit
 from dtn.agent.fragment import fragments_of
 from dtn.api.service import ApiError, Delivery, SendRequest, Sink
 from dtn.bundle import EID, Bundle, BundleError, BundleFlags, BundleId
+from dtn.cla.ltp_link import LtpLink
 from dtn.cla.stream_shell import StreamCallbacks
-from dtn.cla.udp import UdpRsConfig, UdpRsLink, pacing_burst
-from dtn.cla.udp_shell import UdpRsEndpoint
+from dtn.cla.udp import UdpRsLink
+from dtn.cla.udp_shell import DatagramEndpoint
 from dtn.clock import unix_from_dtn_ms
 from dtn.config import NodeConfig
 from dtn.payload import PayloadPipeline, PayloadReason, PayloadRejected
@@ -34,6 +35,7 @@ from dtn.payload.large import FileSealer, SealedFile, open_file_steps
 from dtn.store import BundleStore, StoreError, StoreFull
 from dtn.store.schema import State
 
+from .links import datagram_link
 from .logs import log_event
 from .streams import StreamLayers
 
@@ -60,21 +62,10 @@ class Node:
         self.store = BundleStore(
             config.store_path, quota=config.quota(), synchronous=config.file.store.synchronous
         )
-        fec = config.file.fec
-        self.links: dict[str, UdpRsLink] = {}
-        for neighbour in config.neighbours:
-            if neighbour.streams:
-                continue
-            self.links[neighbour.name] = UdpRsLink(
-                UdpRsConfig(
-                    frame_size=fec.frame_size,
-                    depth=fec.depth,
-                    linger=fec.linger,
-                    rate_bps=neighbour.rate,
-                    burst_bytes=pacing_burst(neighbour.rate, self.clock.time_scale),
-                    reassembly_timeout=fec.reassembly_timeout,
-                )
-            )
+        self.links: dict[str, UdpRsLink | LtpLink] = {
+            neighbour.name: datagram_link(config, neighbour)
+            for neighbour in config.neighbours if not neighbour.streams
+        }
         self.router = self._router()
         self.agent = self._agent()
         self.pipeline = PayloadPipeline(
@@ -93,8 +84,8 @@ class Node:
                 changed=self._on_stream_change,
             ),
         )
-        self.endpoints: dict[tuple[str, int], UdpRsEndpoint] = {}
-        self._peer_endpoint: dict[str, UdpRsEndpoint] = {}
+        self.endpoints: dict[tuple[str, int], DatagramEndpoint] = {}
+        self._peer_endpoint: dict[str, DatagramEndpoint] = {}
         self._durable: list[asyncio.Future] = []
         self._flush_pending = False
         self._closed = False
@@ -143,7 +134,8 @@ class Node:
                 continue
             endpoint = self.endpoints.get(neighbour.listen)
             if endpoint is None:
-                endpoint = UdpRsEndpoint(neighbour.listen, self.clock, self._on_bundles)
+                endpoint = DatagramEndpoint(neighbour.listen, self.clock,
+                                            self._on_datagram_bundles, self._on_link_activity)
                 await endpoint.start()
                 self.endpoints[neighbour.listen] = endpoint
             endpoint.add_peer(neighbour.name, neighbour.address, self.links[neighbour.name])
@@ -176,12 +168,17 @@ class Node:
         for name in [*self.links, *streams]:
             up = plan.is_up(name, now) if plan.plans(name) else True
             up = up and (name not in streams or streams[name].ready)
+            link = self.links.get(name)
             if up and name not in self._up:
                 self._up.add(name)
+                if isinstance(link, LtpLink):
+                    link.contact_up(now)  # its timers run again
                 self.agent.contact_up(name, now)
                 log_event(self.log, "contact_up", f"link to {name} is up", neighbour=name)
             elif not up and name in self._up:
                 self._up.discard(name)
+                if isinstance(link, LtpLink):
+                    link.contact_down(now)
                 self.agent.contact_down(name, now)
                 log_event(self.log, "contact_down", f"link to {name} is down", neighbour=name)
         edge = plan.next_transition(now)
@@ -240,11 +237,16 @@ class Node:
         self._arm_timer()
 
     def _transmit(self, action: Transmit) -> None:
-        stream = self.streams.links.get(action.neighbour)
+        name = action.neighbour
+        stream = self.streams.links.get(name)
+        link = self.links.get(name)
         if stream is not None:
             stream.send(action.data, action.store_id)
+        elif isinstance(link, LtpLink):
+            link.send(action.data, action.store_id, self.clock.now())
+            self._peer_endpoint[name].wake(name)
         else:
-            self._peer_endpoint[action.neighbour].send(action.neighbour, action.data)
+            self._peer_endpoint[name].send(name, action.data)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
@@ -271,6 +273,26 @@ class Node:
             self.agent.link_backlog(name, link.queued_bytes, now)
 
     # === stream layers =========================================================================
+
+    def _on_datagram_bundles(self, neighbour: str, bundles: list[bytes]) -> asyncio.Future | None:
+        """Bundles from udp-rs (custody answers them once stored), or from LTP (whose report
+        must wait for the store: the endpoint holds the link until the future is done)."""
+        if isinstance(self.links[neighbour], LtpLink):
+            return self._on_stream_bundles(neighbour, bundles)
+        self._on_bundles(neighbour, bundles)
+        return None
+
+    def _on_link_activity(self, neighbour: str) -> None:
+        """An LTP link may have settled blocks: tell the agent which bundles the neighbour has,
+        and which go again."""
+        link = self.links[neighbour]
+        if self._closed or not isinstance(link, LtpLink):
+            return
+        handed, lost = link.outcomes()
+        if handed:
+            self._handed_over(neighbour, handed)
+        if lost:
+            self._not_handed_over(neighbour, lost)
 
     def _on_stream_bundles(self, neighbour: str, bundles: list[bytes]) -> asyncio.Future:
         """Bundles from a stream layer; the future is done once they are durable (the layer
@@ -672,6 +694,11 @@ class Node:
         links = {}
         for name, link in self.links.items():
             counters = link.counters
+            if isinstance(link, LtpLink):
+                links[name] = self._link_status(name, link.queued_bytes, now) | {
+                    "rate_bps": link.rate_bps, **counters, **link.engine_counters
+                }
+                continue
             links[name] = self._link_status(name, link.queued_bytes, now) | {
                 "rate_bps": link.rate_bps,
                 "bundles_out": counters.bundles_out,

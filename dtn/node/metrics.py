@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from dtn.cla.ltp_link import LtpLink
+
 
 class _NodeCollector:
     def __init__(self, node, server) -> None:
@@ -33,7 +35,13 @@ class _NodeCollector:
         )
         dropped = CounterMetricFamily("dtn_link_frames_dropped", "Frames dropped, by reason",
                                       labels=["neighbour", "reason"])
+        ltp = CounterMetricFamily("dtn_ltp_events", "LTP link and engine counters",
+                                  labels=["neighbour", "event"])
         for name, link in node.links.items():
+            if isinstance(link, LtpLink):
+                for event, value in sorted({**link.counters, **link.engine_counters}.items()):
+                    ltp.add_metric([name, event], value)
+                continue
             c = link.counters
             frames.add_metric([name, "out"], c.datagrams_out)
             frames.add_metric([name, "in"], c.datagrams_in)
@@ -42,7 +50,7 @@ class _NodeCollector:
             corrected.add_metric([name], c.fec.frames_corrected)
             for reason, value in c.fec.frames_dropped.items():
                 dropped.add_metric([name, reason], value)
-        yield from (frames, octets, corrected, dropped)
+        yield from (frames, octets, corrected, dropped, ltp)
         sessions = CounterMetricFamily("dtn_stream_events", "Stream convergence layer counters",
                                        labels=["where", "event"])
         for where, counters in sorted(node.streams.counters().items()):

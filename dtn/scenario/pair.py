@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 
 def node_config(name: str, node: int, other: str, other_node: int, listen: int, send_to: int,
                 light_time: str, rate: str, extra: str = "", scale: float = 1000,
-                log_level: str = "info", agent: str = "") -> str:
+                log_level: str = "info", agent: str = "", neighbour: str = "") -> str:
     return f"""
 [node]
 id = "ipn:{node}.0"
@@ -47,6 +47,8 @@ listen = "127.0.0.1:{listen}"
 address = "127.0.0.1:{send_to}"
 rate = "{rate}"
 light_time = "{light_time}"
+node_id = "ipn:{other_node}.0"
+{neighbour}
 [[route]]
 pattern = "ipn:{other_node}.*"
 via = ["{other}"]
@@ -56,17 +58,17 @@ via = ["{other}"]
 def earth_mars(folder: Path, *, light_time: str = "60s", rate: str = "2 Mbit/s",
                ber: float = 0.0, loss: float = 0.0, earth_store: str = "",
                mars_store: str = "", scale: float = 1000, log_level: str = "info",
-               agent: str = "") -> tuple[Network, Path, Path, Path]:
-    """A Network (not started) and the three configs: earth, mars, emulator. `agent` is
-    extra lines for both nodes' [agent] tables."""
+               agent: str = "", neighbour: str = "") -> tuple[Network, Path, Path, Path]:
+    """A Network (not started) and the three configs: earth, mars, emulator. `agent` and
+    `neighbour` are extra lines for both nodes' [agent] and [[neighbour]] tables."""
     earth_port, mars_port, to_mars, to_earth = free_ports(4)
     private_copy(CONFIGS / "keys-example.toml", folder)
     earth = folder / "earth.toml"
     earth.write_text(node_config("earth", 1, "mars", 2, earth_port, to_mars, light_time, rate,
-                                 earth_store, scale, log_level, agent))
+                                 earth_store, scale, log_level, agent, neighbour))
     mars = folder / "mars.toml"
     mars.write_text(node_config("mars", 2, "earth", 1, mars_port, to_earth, light_time, rate,
-                                mars_store, scale, log_level, agent))
+                                mars_store, scale, log_level, agent, neighbour))
     emulator = folder / "emulator.toml"
     emulator.write_text(f"""
 seed = 7
