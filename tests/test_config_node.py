@@ -305,7 +305,7 @@ def _set(text: str, table: str, line: str) -> str:
         ),
         ("neighbour", 'light_time = "far"', "neighbour[0].light_time", 'or "auto"'),
         ("neighbour", "ephemeris_date = 2021-10-08", "neighbour[0]", 'needs light_time = "auto"'),
-        ("neighbour", "custody = 'yes'", "neighbour[0].custody", "expected `bool`"),
+        ("neighbour", "custody = 'yes'", "neighbour[0].custody", "expected `bool"),
         ("neighbour", 'max_bundle_size = "big"', "neighbour[0].max_bundle_size", "size"),
         ("neighbour", "contacts = { passes = { period = 1 } }", "neighbour[0].contacts", ""),
         ("neighbour", 'contacts_horizon = "ever"', "neighbour[0].contacts_horizon", "duration"),

@@ -3,8 +3,9 @@ the peers reached through it, each with its sans-I/O link (`DatagramLink`).
 
 Datagrams are sent *from* the listen socket to each peer's address, and datagrams arriving
 *from* a peer's address belong to that peer (the link emulator delivers a side's traffic from
-the socket that side sends to, so this holds with and without it). Datagrams from anywhere
-else are counted (`unknown_peer`) and dropped.
+the socket that side sends to, so this holds with and without it); an LTP peer's from any port
+of its host (`add_peer(any_port=True)`). Datagrams from anywhere else are counted
+(`unknown_peer`) and dropped.
 
 As the emulator's proxy does (docs/emulator.md), the socket is read with `add_reader` and
 drained up to a bound per callback, so a turn of the event loop takes a batch, decoded in one
@@ -59,6 +60,7 @@ class DatagramEndpoint:
         self.on_activity = on_activity
         self.counters: Counter[str] = Counter()
         self._peers: dict[Address, str] = {}
+        self._any_port: dict[str, str] = {}  # host -> the one peer taken from any port of it
         self._links: dict[str, DatagramLink] = {}
         self._gates: dict[str, asyncio.Future] = {}  # peers held until their bundles are stored
         self._addresses: dict[str, Address] = {}
@@ -84,8 +86,15 @@ class DatagramEndpoint:
         self.listen = sock.getsockname()
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
-    def add_peer(self, name: str, address: Address, link: DatagramLink) -> None:
+    def add_peer(self, name: str, address: Address, link: DatagramLink,
+                 any_port: bool = False) -> None:
+        """`any_port`: datagrams from any port of the peer's host are its (ION's udplso sends
+        from a port the OS picks, not the one its udplsi listens on); for one such peer a
+        host at most (give two their own listen addresses), and the link must check what it
+        gets (LTP checks engine and session)."""
         self._peers[address] = name
+        if any_port:  # two on one host: neither is taken from unknown ports ("" matches none)
+            self._any_port[address[0]] = "" if address[0] in self._any_port else name
         self._links[name] = link
         self._addresses[name] = address
 
@@ -172,7 +181,7 @@ class DatagramEndpoint:
             except OSError:
                 self.counters["receive_error"] += 1  # e.g. ICMP port unreachable
                 continue
-            name = self._peers.get(source)
+            name = self._peers.get(source) or self._any_port.get(source[0])
             if name is None:
                 self.counters["unknown_peer"] += 1
                 continue

@@ -216,7 +216,9 @@ class NeighbourTable(Table):
     rate: Rate | None = None  # mission bit/s; None: unpaced
     light_time: LightTime = LightTime(0.0)
     ephemeris_date: Instant | None = None  # for "auto": the planets' date at the clock epoch
-    custody: bool = True
+    # Default: custody over udp-rs; over the other layers their own acknowledgements make the
+    # hop reliable (and LTP's retransmission rounds outlast a custody timer).
+    custody: bool | None = None
     max_bundle_size: Size | None = None
     contacts: str | ScheduleTable | None = None
     contacts_horizon: Duration = Duration(DEFAULT_CONTACT_HORIZON)
@@ -240,6 +242,10 @@ class NeighbourTable(Table):
             raise ValueError("keepalive must be 0-65535 s")
         if not 1024 <= self.segment_size <= 1 << 30:
             raise ValueError("segment_size must be 1 KiB to 1 GiB")
+
+    @property
+    def takes_custody(self) -> bool:
+        return self.cla == "udp-rs" if self.custody is None else self.custody
 
     @property
     def streams(self) -> bool:
@@ -391,7 +397,7 @@ class NodeConfig:
                     max_bundle_size=None
                     if neighbour.max_bundle_size is None
                     else int(neighbour.max_bundle_size),
-                    custody=neighbour.custody,
+                    custody=neighbour.takes_custody,
                     fragment_above=self.file.fec.fragment_above()
                     if neighbour.cla == "udp-rs" else None,
                     acknowledged=neighbour.cla != "udp-rs",

@@ -138,7 +138,9 @@ class Node:
                                             self._on_datagram_bundles, self._on_link_activity)
                 await endpoint.start()
                 self.endpoints[neighbour.listen] = endpoint
-            endpoint.add_peer(neighbour.name, neighbour.address, self.links[neighbour.name])
+            link = self.links[neighbour.name]
+            endpoint.add_peer(neighbour.name, neighbour.address, link,
+                              any_port=isinstance(link, LtpLink))
             self._peer_endpoint[neighbour.name] = endpoint
         self._contacts()
         self._kick()
