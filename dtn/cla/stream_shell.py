@@ -75,6 +75,8 @@ class _Connection:
         self.writer = writer
         self.on_events = on_events
         self._flush_soon: asyncio.Handle | None = None
+        self.on_drained: Callable[[], None] | None = None  # the write buffer emptied
+        self._draining: asyncio.Task | None = None
         self.peer_eid: str | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -158,9 +160,22 @@ class _Connection:
     def _write_held(self) -> None:
         if self._held and not self.writer.is_closing():
             self.writer.write(bytes(self._held))
+            if self._draining is None and self.write_buffered and self.on_drained is not None:
+                self._draining = self._loop.create_task(self._drain())
         self._held.clear()
         if self.session.closed and not self.writer.is_closing():
             self.writer.close()
+
+    async def _drain(self) -> None:
+        """Tell `on_drained` once the kernel took what was buffered: a layer without
+        acknowledgements (MTCP, STCP) has no other event that says there is room again."""
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self._draining = None
+        self.on_drained()
 
     @property
     def write_buffered(self) -> int:
@@ -249,7 +264,11 @@ class StreamLink:
     def adopt(self, connection: _Connection) -> None:
         """An accepted session that belongs to this neighbour."""
         connection.on_events = self.on_events
+        connection.on_drained = self._drained
         self._inbound.append(connection)
+
+    def _drained(self) -> None:
+        self.callbacks.changed(self.name)  # the node reports the smaller backlog to the agent
 
 
     def close(self) -> None:
@@ -288,6 +307,7 @@ class StreamLink:
                 continue
             self.counters["connected"] += 1
             connection = _Connection(self.make_session(True), reader, writer, self.on_events)
+            connection.on_drained = self._drained
             self._outbound = connection
             started = loop.time()
             await connection.run()
