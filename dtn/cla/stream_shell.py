@@ -160,15 +160,16 @@ class _Connection:
     def _write_held(self) -> None:
         if self._held and not self.writer.is_closing():
             self.writer.write(bytes(self._held))
-            if self._draining is None and self.write_buffered and self.on_drained is not None:
+            if self._draining is None and self.on_drained is not None:
                 self._draining = self._loop.create_task(self._drain())
         self._held.clear()
         if self.session.closed and not self.writer.is_closing():
             self.writer.close()
 
     async def _drain(self) -> None:
-        """Tell `on_drained` once the kernel took what was buffered: a layer without
-        acknowledgements (MTCP, STCP) has no other event that says there is room again."""
+        """Tell `on_drained` once the kernel took what was written (at once when it took it
+        all): a layer without acknowledgements (MTCP, STCP) has no other event that says there
+        is room again for an agent that holds back."""
         try:
             await self.writer.drain()
         except (ConnectionError, OSError):
