@@ -43,6 +43,7 @@ from dtn.client import AsyncClient, Client
 from dtn.config.units import parse_duration, parse_rate
 from dtn.scenario.pair import earth_mars, start
 from dtn.scenario.processes import Network, free_ports
+from tools.bench.node import flow
 
 LAYERS = ("ltp", "ltp+rs", "udp-rs")
 CHUNK = 1 << 20  # application bytes per bundle
@@ -264,49 +265,6 @@ def report_file(result: dict, args: argparse.Namespace) -> None:
             print(f"{'':20} log {line}")
 
 
-async def fast_flow(sender: str, receiver: str, seconds: float, budget: int
-                    ) -> tuple[int, float]:
-    """1 MB bundles for `seconds` with at most `budget` bytes sent and not delivered; (bytes
-    delivered, wall seconds from the first send to the last delivery)."""
-    size = 1_000_000
-    payload = os.urandom(size)
-    delivered = sent = 0
-    last = None
-    room = asyncio.Event()
-    async with AsyncClient(receiver) as inbox, AsyncClient(sender) as outbox:
-        await inbox.register("ipn:2.1")
-        started = time.perf_counter()
-        stop_at = started + seconds
-
-        async def feed() -> None:
-            nonlocal sent
-            while time.perf_counter() < stop_at:
-                if sent - delivered > budget:
-                    room.clear()
-                    await room.wait()
-                    continue
-                sent += 4 * size
-                await asyncio.gather(*(outbox.send("ipn:2.1", payload) for _ in range(4)))
-
-        async def drain() -> None:
-            nonlocal delivered, last
-            acks: set[asyncio.Task] = set()
-            while True:
-                item = await inbox.receive(timeout=8.0)  # LTP timers at x1: ~1 s
-                if item is None:
-                    break
-                last = time.perf_counter()
-                delivered += len(item.data)
-                room.set()
-                ack = asyncio.ensure_future(inbox.ack(item))
-                acks.add(ack)
-                ack.add_done_callback(acks.discard)
-            await asyncio.gather(*acks)
-
-        await asyncio.gather(feed(), drain())
-    return delivered, 0.0 if last is None else last - started
-
-
 def fast(layer: str, args: argparse.Namespace) -> None:
     rate = parse_rate(FAST_RATE)
     with tempfile.TemporaryDirectory() as folder:
@@ -319,9 +277,10 @@ def fast(layer: str, args: argparse.Namespace) -> None:
             start(net, earth, mars, emulator)
             earth_sock = net.socket("earth", "earth.sock")
             try:
-                got, wall = asyncio.run(fast_flow(earth_sock, net.socket("mars", "mars.sock"),
-                                                  args.fast_seconds, args.fast_budget))
-                error = ""
+                got, whole, _ = asyncio.run(flow(earth_sock, net.socket("mars", "mars.sock"),
+                                                 1_000_000, args.fast_seconds, 4,
+                                                 args.fast_budget))
+                wall, error = (8 * got / whole if whole else 0.0), ""
             except Exception as exc:
                 got, wall, error = 0, 0.0, f"{type(exc).__name__}: {exc}"
             try:

@@ -79,7 +79,7 @@ def submissions(seconds: float) -> None:
 _CUSTODY_ROUND = 6.04
 
 
-async def _flow(sender: str, receiver: str, size: int, seconds: float, window: int,
+async def flow(sender: str, receiver: str, size: int, seconds: float, window: int,
                 budget: int) -> tuple[int, float, float]:
     """Send `size`-byte bundles for `seconds`, `window` at a time and at most `budget` bytes
     sent and not yet delivered (as an application that does not fill its node's store would).
@@ -144,7 +144,7 @@ def goodput(seconds: float, rates: list[str], sizes: list[int]) -> None:
                     # four custody rounds of the link's bytes keep it busy: a bundle that lost
                     # a fragment is delivered a round or two after the rest
                     budget = int(rate_bps / 8 * 4 * _CUSTODY_ROUND)
-                    got, whole, steady = asyncio.run(_flow(
+                    got, whole, steady = asyncio.run(flow(
                         net.socket("earth", "earth.sock"), net.socket("mars", "mars.sock"), size,
                         seconds, window, budget))
             print(f"goodput {rate:>10}, {size:>9,} B bundles: steady {steady / 1e6:7.2f} Mbit/s "

@@ -148,16 +148,7 @@ class IonNode:
         self.sink_log = folder.parent / "bpsink.log"
 
     def start(self) -> None:
-        with open(self.folder.parent / "ionstart.log", "wb") as out:
-            subprocess.run(
-                ["./ionstart"],
-                cwd=self.folder,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=60,
-                check=False,
-            )
+        self._script("ionstart")
         with open(self.sink_log, "wb") as out:  # the child keeps its own descriptor
             self.sink = subprocess.Popen(
                 ["bpsink", "ipn:3.1"],
@@ -166,6 +157,12 @@ class IonNode:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+    def _script(self, name: str) -> None:
+        """Run one of the node folder's ION scripts, its output to NAME.log beside it."""
+        with open(self.folder.parent / f"{name}.log", "wb") as out:
+            subprocess.run([f"./{name}"], cwd=self.folder, env=self.env, stdout=out,
+                           stderr=subprocess.STDOUT, timeout=60, check=False)
 
     def run(self, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -193,16 +190,7 @@ class IonNode:
             except subprocess.TimeoutExpired:
                 self.sink.kill()
                 self.sink.wait()
-        with open(self.folder.parent / "ionstop.log", "wb") as out:
-            subprocess.run(
-                ["./ionstop"],
-                cwd=self.folder,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=60,
-                check=False,
-            )
+        self._script("ionstop")
         time.sleep(2)
         for shmid in _shm_ids(unattached=True) - self.shm_before:
             subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
