@@ -123,11 +123,6 @@ class LtpLink:
         self.counters["datagrams_out"] += len(out)
         return out
 
-    def set_rate(self, rate_bps: float | None) -> None:
-        if self._lower is not None:
-            self._lower.set_rate(rate_bps)
-        self._bucket.set_rate(rate_bps)
-
     @property
     def rate_bps(self) -> float | None:
         return self._bucket.rate_bps
