@@ -157,6 +157,10 @@ class Agent:
         self._woken: set[str] = set()
         self._local: dict[EID, bool] = {}
         self._coverage: dict[str, Coverage] = {}  # ADU key -> what its stored fragments hold
+        # Offered bundles that asked for a delivery report: (primary, payload length) by
+        # delivery ID, so that `delivered` need not read the bundle back. Filled by every
+        # offer, a restart's included.
+        self._report_delivery: dict[int, tuple[PrimaryBlock, int]] = {}
         self._expiry = store.next_expiry()
         self._now = -math.inf
         ct, _, seq = str(store.get_meta(_CREATION_META, "0.-1")).partition(".")
@@ -237,16 +241,14 @@ class Agent:
         `refused`: the payload failed a check on its way (security, policy) and is discarded,
         processed no further (RFC 9172 5.1.1): neither counted nor reported as delivered."""
         self._now = now
-        row = self.store.get(delivery_id)
-        if row is None or row.state != State.DELIVERABLE:
+        report = self._report_delivery.pop(delivery_id, None)
+        if not self.store.finish(delivery_id, State.DELIVERABLE):
             return False
-        self.store.finish(delivery_id, State.DELIVERABLE)
         if refused:
             return True
         self.counters["delivered"] += 1
-        bundle = Bundle.decode(row.data)
-        if bundle.primary.flags & _REPORT_DELIVERY:
-            self._report(bundle, DELIVERED, ReasonCode.NO_INFORMATION, now)
+        if report is not None:
+            self._report_on(*report, DELIVERED, ReasonCode.NO_INFORMATION, now)
             self._pump_woken(now)
         return True
 
@@ -598,6 +600,8 @@ class Agent:
         payload_file: Path | None = None,
     ) -> None:
         primary = bundle.primary
+        if primary.flags & _REPORT_DELIVERY:
+            self._report_delivery[delivery_id] = (primary, len(bundle.payload))
         self._staged.append(
             Deliver(
                 delivery_id,
@@ -922,6 +926,7 @@ class Agent:
             self.counters["expired"] += 1
             if row.state == State.IN_FLIGHT:
                 self._retransmit_cache.pop(row.next_hop, None)
+            self._report_delivery.pop(row.id, None)
             bundle = Bundle.decode(row.data)
             self._staged.append(Event("expired", bundle.id, f"in state {row.state.name}"))
             if bundle.primary.flags & _REPORT_DELETION:

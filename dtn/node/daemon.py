@@ -225,12 +225,16 @@ class Node:
         for future in durable:
             if not future.done():
                 future.set_result(None)
+        debug = self.log.isEnabledFor(logging.DEBUG)  # formatting costs, per bundle
         for action in actions:
             if isinstance(action, Transmit):
                 self._transmit(action)
-                self._notify(str(action.bundle_id), "forwarded", f"to {action.neighbour}")
-                log_event(self.log, "forwarded", f"{action.bundle_id} to {action.neighbour}",
-                          logging.DEBUG, bundle=str(action.bundle_id), neighbour=action.neighbour)
+                if self._watchers:
+                    self._notify(str(action.bundle_id), "forwarded", f"to {action.neighbour}")
+                if debug:
+                    log_event(self.log, "forwarded", f"{action.bundle_id} to {action.neighbour}",
+                              logging.DEBUG, bundle=str(action.bundle_id),
+                              neighbour=action.neighbour)
             elif isinstance(action, Deliver):
                 self._on_deliver(action)
             else:
@@ -470,8 +474,9 @@ class Node:
             )
         )
         self.counters["offered"] += 1
-        log_event(self.log, "delivered", f"{bundle.id} to {endpoint}, {size} B",
-                  bundle=str(bundle.id), endpoint=endpoint, size=size)
+        if self.log.isEnabledFor(logging.INFO):
+            log_event(self.log, "delivered", f"{bundle.id} to {endpoint}, {size} B",
+                      bundle=str(bundle.id), endpoint=endpoint, size=size)
 
     def _not_deliverable(self, delivery_id: int, bundle: Bundle, exc: Exception) -> None:
         """A bundle whose payload must not reach the application: logged and dropped."""
@@ -632,8 +637,9 @@ class Node:
 
     def _accepted(self, bundle_id: object, destination: EID, size: int) -> str:
         text = str(bundle_id)
-        log_event(self.log, "accepted", f"{text} for {destination}, {size} B",
-                  bundle=text, destination=str(destination), size=size)
+        if self.log.isEnabledFor(logging.INFO):
+            log_event(self.log, "accepted", f"{text} for {destination}, {size} B",
+                      bundle=text, destination=str(destination), size=size)
         return text
 
     def register(self, endpoint: str, sink: Sink) -> None:
