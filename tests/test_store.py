@@ -10,11 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 
 from dtn.store import BundleStore, DuplicateBundle, NewBundle, Quota, State, StoreError, StoreFull
 from dtn.store.schema import SCHEMA_VERSION
+from dtn.store.store import FILE_ABOVE
 
 
 def record(
@@ -323,6 +325,48 @@ def test_payload_files_no_committed_row_names_are_removed_at_open(tmp_path):
     store = BundleStore(tmp_path / "s.db")
     assert [p.name for p in store.payload_dir.iterdir()] == [store.get(kept).file.name]
     assert store.known("ipn:1.0/2.0") is None
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_a_bundle_above_file_above_is_kept_whole_as_a_file(tmp_path, synchronous):
+    big, small = os.urandom(FILE_ABOVE + 1), os.urandom(FILE_ABOVE)
+    store = BundleStore(tmp_path / "s.db", synchronous=synchronous)
+    ids = store.add_many([replace(record(1), data=big), replace(record(2), data=small)])
+    store.commit()
+    assert [p.name for p in store.payload_dir.iterdir()] == [f"{ids[0]}.bundle"]
+    assert [row.data for row in store.due("b", 10)] == [big, small]
+    assert store.get(ids[0]).file is None  # whole: not a large ADU's separate payload
+    assert store.bytes_used == len(big) + len(small)
+    store.close()
+    store = BundleStore(tmp_path / "s.db", synchronous=synchronous)
+    assert store.get(ids[0]).data == big
+    assert store.finish(ids[0], State.PENDING)
+    assert (store.payload_dir / f"{ids[0]}.bundle").exists()  # until the commit drops the row
+    store.commit()
+    assert list(store.payload_dir.iterdir()) == []
+    assert store.bytes_used == len(small)
+
+
+def test_a_bundle_file_no_committed_row_names_is_removed_at_open(tmp_path):
+    store = BundleStore(tmp_path / "s.db")
+    (kept,) = store.add_many([replace(record(1), data=bytes(FILE_ABOVE + 1))])
+    store.commit()
+    store.add_many([replace(record(2), data=bytes(FILE_ABOVE + 2))])  # written, then a crash
+    del store
+    gc.collect()
+    store = BundleStore(tmp_path / "s.db")
+    assert [p.name for p in store.payload_dir.iterdir()] == [f"{kept}.bundle"]
+    assert store.known("ipn:1.0/2.0") is None
+    assert store.get(kept).data == bytes(FILE_ABOVE + 1)
+
+
+def test_a_missing_bundle_file_is_a_store_error_naming_the_row(tmp_path):
+    store = BundleStore(tmp_path / "s.db")
+    (bundle_id,) = store.add_many([replace(record(1), data=bytes(FILE_ABOVE + 1))])
+    store.commit()
+    (store.payload_dir / f"{bundle_id}.bundle").unlink()
+    with pytest.raises(StoreError, match=f"bundle row {bundle_id}: cannot read its file"):
+        store.get(bundle_id)
 
 
 # The bundles table as schema 2 had it (schema 1 lacked `file`): the encoded bundle in `data`.
