@@ -27,9 +27,16 @@ class ProtocolError(Exception):
         self.message = message or reason
 
 
-def encode_message(message: dict) -> bytes:
+def encode_frame(message: dict) -> tuple[bytes, bytes]:
+    """A message's length header and CBOR body, apart: a large body can be written as it is
+    rather than copied behind its header."""
     body = cbor2.dumps(message)
-    return _HEADER.pack(len(body)) + body
+    return _HEADER.pack(len(body)), body
+
+
+def encode_message(message: dict) -> bytes:
+    header, body = encode_frame(message)
+    return header + body
 
 
 class MessageReader:

@@ -25,7 +25,7 @@ from dtn.api.protocol import (
     DEFAULT_MAX_MESSAGE,
     MessageReader,
     ProtocolError,
-    encode_message,
+    encode_frame,
     validate_request,
 )
 from dtn.api.service import ApiError, Delivery, SendRequest, Service
@@ -54,6 +54,7 @@ class _Connection:
     def __init__(self, server: ApiServer, writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.writer = writer
+        writer.transport.set_write_buffer_limits(high=0)  # drain() waits until all is sent
         self.out: deque[bytes] = deque()
         self.out_bytes = 0
         self.wakeup = asyncio.Event()
@@ -94,16 +95,21 @@ class _Connection:
             log.warning("api client not reading: disconnected")
             self.abort()
             return
-        self._enqueue(encode_message(message))
+        self._enqueue(message)
 
     def reply(self, message: dict) -> None:
         """Replies are never dropped; the reader waits for room before the next request."""
         if not self.closing:
-            self._enqueue(encode_message(message))
+            self._enqueue(message)
 
-    def _enqueue(self, frame: bytes) -> None:
-        self.out.append(frame)
-        self.out_bytes += len(frame)
+    def _enqueue(self, message: dict) -> None:
+        header, body = encode_frame(message)
+        if len(body) < _WRITE_BATCH:
+            self.out.append(header + body)
+        else:  # the body goes out as it is: copying a megabyte costs it again in page faults
+            self.out.append(header)
+            self.out.append(body)
+        self.out_bytes += len(header) + len(body)
         self.drained.clear()
         self.wakeup.set()
 
@@ -117,9 +123,11 @@ class _Connection:
 
     def _take_batch(self) -> bytes:
         """Queued frames up to _WRITE_BATCH bytes (at least one), as one write: a syscall for
-        each 1 KiB delivery would cost more than the delivery."""
+        each 1 KiB delivery would cost more than the delivery. A large piece goes alone."""
         frames, size = [], 0
-        while self.out and size < _WRITE_BATCH:
+        while self.out and size < _WRITE_BATCH and not (
+            frames and len(self.out[0]) >= _WRITE_BATCH
+        ):
             frame = self.out.popleft()
             frames.append(frame)
             size += len(frame)
@@ -132,8 +140,12 @@ class _Connection:
                 await self.wakeup.wait()
                 self.wakeup.clear()
                 while self.out and not self.aborted:
-                    self.writer.write(self._take_batch())
-                    await self.writer.drain()
+                    batch = memoryview(self._take_batch())
+                    # In pieces the socket takes whole once the last has gone (the transport's
+                    # limit is 0): what it does not take, asyncio copies into a buffer.
+                    for start in range(0, len(batch), _WRITE_BATCH):
+                        self.writer.write(batch[start : start + _WRITE_BATCH])
+                        await self.writer.drain()
                 self.drained.set()
                 if self.closing:
                     return
