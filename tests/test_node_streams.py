@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -121,3 +122,123 @@ def test_hostile_connections_are_closed_counted_and_survived(tmp_path, layer):
     link = cla_counters["link earth"]
     assert listener["evicted_idle"] > 0, cla_counters
     assert link["sessions_closed"] >= len(junk) * 3, cla_counters
+
+
+# Short windows for the progress rule (twice the keepalive: 2 s), so each test takes seconds.
+_FAST_KEEPALIVE = 'keepalive = "1s"'
+
+
+def _contact_header(eid: str, flags: int, keepalive: int) -> bytes:
+    raw = eid.encode()
+    return b"dtn!" + bytes((3, flags)) + keepalive.to_bytes(2, "big") + bytes((len(raw),)) + raw
+
+
+def _wait_for_counter(path: str, where: str, counter: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        with Client(path) as client:
+            counters = client.status()["cla"].get(where, {})
+        if counters.get(counter) or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.2)
+
+
+def test_a_peer_trickling_a_data_segment_is_cut_off_and_the_node_goes_on(tmp_path):
+    net, earth, mars = stream_pair(tmp_path, "tcpcl3", neighbour=_FAST_KEEPALIVE)
+    with net:
+        net.node("earth", earth)
+        net.node("mars", mars)
+        net.wait_ready()
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", _listen_port(mars))) as slow:
+            # Keepalive 0 turns the idle rule off: only the progress rule can end this.
+            slow.sendall(_contact_header("ipn:1.0", 0x01, 0))
+            slow.settimeout(0.25)
+            slow.sendall(b"\x13\x64")  # a DATA_SEGMENT of 100 bytes, start and end
+            cut_after = None
+            for _ in range(100):  # a byte every 0.25 s would take 25 s
+                try:
+                    slow.sendall(b"x")
+                    while slow.recv(4096):  # the contact header, keepalives; b"" at the end
+                        pass
+                    cut_after = time.monotonic() - started
+                    break
+                except TimeoutError:
+                    continue
+                except OSError:  # reset after the node's close
+                    cut_after = time.monotonic() - started
+                    break
+        with Client(net.socket("earth", "earth.sock")) as client:
+            bundle_id = client.send("ipn:2.1", b"still here")
+        got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 1, 30)
+        counters = _wait_for_counter(net.socket("mars", "mars.sock"), "link earth",
+                                     "receive_stalled", 5)
+    assert cut_after is not None and cut_after < 10, cut_after
+    assert counters["receive_stalled"] == 1, counters
+    assert "receive stalled" in (tmp_path / "mars.log").read_text()
+    assert list(got) == [bundle_id]
+
+
+def test_a_peer_that_never_acks_loses_the_session_and_the_bundles_go_out_later(tmp_path):
+    net, earth, mars = stream_pair(tmp_path, "tcpcl3", neighbour=_FAST_KEEPALIVE, custody=False)
+    port = _listen_port(mars)  # where earth connects to reach mars
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+    received = []  # bytes each session of the never-acking receiver read
+    sessions: list[threading.Thread] = []
+
+    def never_ack(conn: socket.socket) -> None:
+        conn.settimeout(0.3)
+        conn.sendall(_contact_header("ipn:2.0", 0x01, 1))  # asks for ACKs, keepalive 1 s
+        got = 0
+        with conn:
+            while not stop.is_set():
+                try:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        break
+                    got += len(data)
+                except TimeoutError:
+                    pass  # nothing came; the connection is still open
+                except OSError:  # reset after the node's close
+                    break
+                try:
+                    conn.sendall(b"\x40")  # KEEPALIVE: the connection is anything but idle
+                except OSError:
+                    break
+        received.append(got)
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            sessions.append(threading.Thread(target=never_ack, args=(conn,), daemon=True))
+            sessions[-1].start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    with net:
+        net.node("earth", earth)
+        net.wait_ready()
+        sent = {}
+        with Client(net.socket("earth", "earth.sock")) as client:
+            for i in range(5):
+                data = os.urandom(2000 + i)
+                sent[client.send("ipn:2.1", data)] = hashlib.sha256(data).digest()
+        counters = _wait_for_counter(net.socket("earth", "earth.sock"), "link mars",
+                                     "acks_stalled", 20)
+        stop.set()
+        for thread in [acceptor, *sessions]:
+            thread.join()
+        listener.close()
+        assert counters.get("acks_stalled"), counters
+        assert not counters.get("idle"), counters  # the keepalives flowed: not the idle rule
+        assert "acknowledgement stalled" in (tmp_path / "earth.log").read_text()
+        assert max(received, default=0) > 5 * 2000, received  # it had all five
+        net.node("mars", mars)
+        net.processes["mars"].wait_ready()
+        got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 5, 60)
+    assert got == sent  # nothing lost, none twice

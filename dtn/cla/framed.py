@@ -13,6 +13,10 @@ Rules both follow:
   a head that is not a byte string, or a length above the bound, ends the session with a reason
   and a counter. Nothing the peer sends raises.
 - Without a handshake the session is up at once; `peer_eid` is None (the config names the peer).
+- A bundle under way (from the first byte of its head) keeps to the progress rule of
+  dtn.cla.session, windows of twice `keepalive` (MTCP sends none, yet the neighbour's
+  keepalive sets its window): else the session ends "receive stalled". There is nothing to
+  acknowledge, so no rule for that.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from collections import Counter
 from dtn.bundle import cbor
 
 from .session import (
+    RECEIVE_STALLED,
     BundleAcked,
     BundleReceived,
     BundleRefused,
     Outbox,
     OutboxReader,
+    ProgressGuard,
     SessionClosed,
     SessionUp,
+    progress_window,
 )
 
 _STCP_LENGTH = struct.Struct(">I")
@@ -45,9 +52,11 @@ class _FramedSession(OutboxReader):
     keepalive_frame: bytes | None = None
 
     def __init__(self, *, max_bundle_size: int = 64 << 20, keepalive: float = 0.0) -> None:
+        """`keepalive`: STCP's interval (0: none); for both, it sets the progress window."""
         self.counters: Counter[str] = Counter()
         self.max_bundle_size = max_bundle_size
         self.keepalive = keepalive if self.keepalive_frame is not None else 0.0
+        self._rx_guard = ProgressGuard(RECEIVE_STALLED, "receive", progress_window(keepalive))
         self._out = Outbox()
         self._out.pending.append(SessionUp(None))
         self._buffer = bytearray()
@@ -89,6 +98,10 @@ class _FramedSession(OutboxReader):
             self._end("peer closed", "peer_closed")
             return
         self._buffer += data
+        self._read_frames(now)
+        self._rx_guard.update(self._body is not None or bool(self._buffer), len(data), now)
+
+    def _read_frames(self, now: float) -> None:
         while not self._closed:
             if self._body is None:
                 parsed = self.parse_head(self._buffer)
@@ -111,18 +124,28 @@ class _FramedSession(OutboxReader):
             self._body = None
             self.counters["bundles_received"] += 1
             self._out.pending.append(BundleReceived(bundle))
+            self._rx_guard.restart(now)
 
     def handle_timer(self, now: float) -> None:
-        if self._closed or not self.keepalive:
+        if self._closed:
+            return
+        stalled = self._rx_guard.stalled(now)
+        if stalled is not None:
+            self._end(stalled, self._rx_guard.counter)
+            return
+        if not self.keepalive:
             return
         if self._last_sent is None or now - self._last_sent >= self.keepalive:
             self._out.data += self.keepalive_frame
             self._last_sent = now
 
     def next_deadline(self) -> float | None:
-        if self._closed or not self.keepalive or self._last_sent is None:
+        if self._closed:
             return None
-        return self._last_sent + self.keepalive
+        due = [self._rx_guard.deadline]
+        if self.keepalive and self._last_sent is not None:
+            due.append(self._last_sent + self.keepalive)
+        return min((t for t in due if t is not None), default=None)
 
     def close(self, reason: str, now: float) -> None:
         self._end(reason, "closed_locally")

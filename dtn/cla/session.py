@@ -12,6 +12,13 @@ its shell, and the events it gives back.
 `now` is the shell's monotonic wall-clock time in seconds: keepalives and idle timeouts are
 about the TCP connection, not mission time. A session never raises on what the peer sends: a
 protocol violation ends it with `SessionClosed(reason)`, and `counters` says why.
+
+Every layer holds its peer to one progress rule (`ProgressGuard`), since any byte resets the
+keepalive's idle timer and so a trickle would keep a session open forever: while a message
+(TCPCL: a whole bundle) is arriving, and while bundles we sent wait for acknowledgement, each
+window of `progress_window(keepalive)` seconds must bring at least `MIN_PROGRESS_RATE` bytes a
+second of it (or finish it); otherwise the session ends, counted as `receive_stalled` or
+`acks_stalled`.
 """
 
 from __future__ import annotations
@@ -89,6 +96,66 @@ class StreamSession(Protocol):
     def queued_bytes(self) -> int:
         """Bundle bytes given to `send_bundle` and not yet acknowledged (the agent's pacing)."""
         ...
+
+
+MIN_PROGRESS_RATE = 1024  # bytes/s a message under way, or its acknowledgement, must keep up
+NO_KEEPALIVE_WINDOW = 30.0  # s: the window without a keepalive (twice the default keepalive)
+RECEIVE_STALLED, ACKS_STALLED = "receive_stalled", "acks_stalled"  # counters of the two closes
+
+
+def progress_window(keepalive: float) -> float:
+    """Seconds a window of the progress rule lasts: twice our configured keepalive, as for
+    silence (not the negotiated one: a peer must not switch the rule off by offering 0)."""
+    return 2 * keepalive if keepalive > 0 else NO_KEEPALIVE_WINDOW
+
+
+class ProgressGuard:
+    """The progress rule for one direction. While `busy`, each `window` must bring
+    `window × MIN_PROGRESS_RATE` bytes (`update`) or finish a unit (`restart`); `stalled(now)`
+    says when it did not. Sans-I/O: `now` comes in, `deadline` goes out."""
+
+    def __init__(self, counter: str, what: str, window: float) -> None:
+        self.counter, self.what, self.window = counter, what, window
+        self.min_bytes = int(window * MIN_PROGRESS_RATE)
+        self._since: float | None = None  # the current window's start; None while not busy
+        self._bytes = 0  # progress in the current window
+
+    def update(self, busy: bool, progress: int, now: float) -> None:
+        """`progress` bytes came (or were acknowledged); `busy`: something is still under way."""
+        if not busy:
+            self._since = None
+            return
+        if self._since is None:
+            self._since, self._bytes = now, 0
+        self._bytes += progress
+        if self._bytes >= self.min_bytes:
+            self._since, self._bytes = now, 0
+
+    def restart(self, now: float) -> None:
+        """A unit (a bundle received, a bundle acknowledged) is done: a fresh window."""
+        if self._since is not None:
+            self._since, self._bytes = now, 0
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self._since is None else self._since + self.window
+
+    def stalled(self, now: float) -> str | None:
+        """The close reason once the current window ran out short of progress, else None."""
+        due = self.deadline
+        if due is None or now < due:
+            return None
+        return (f"{self.what} stalled: {self._bytes} bytes in {self.window:g} s, "
+                f"below {MIN_PROGRESS_RATE} bytes/s")
+
+
+def first_stall(now: float, *guards: ProgressGuard) -> tuple[str, str] | None:
+    """(counter, reason) of the first guard whose window ran out short, or None."""
+    for guard in guards:
+        reason = guard.stalled(now)
+        if reason is not None:
+            return guard.counter, reason
+    return None
 
 
 class OutboxReader:

@@ -29,6 +29,10 @@ The rules this module follows, with the RFC 7242 section each comes from:
 8. [§6.1] SHUTDOWN ends the session; we answer one with our own and keep its delay
    (SessionClosed.reconnect_after). [§6.2] With `idle_timeout`, a session without bundles
    in flight for that long is shut down (reason 0x00).
+9. (ours) The progress rule of dtn.cla.session, windows of twice our keepalive: a contact
+   header or a bundle under way (from its first byte to its end segment), and the oldest
+   bundle waiting for ACK_SEGMENTs, must keep up MIN_PROGRESS_RATE; else SHUTDOWN and
+   close "receive stalled" / "acknowledgement stalled", the unacknowledged bundles listed.
 
 Hostile input: every SDNV is at most 10 bytes and below 2**64, the EID at most 1024 bytes,
 a segment at most `max_bundle_size`; payload bytes stream into the bundle being reassembled,
@@ -42,13 +46,18 @@ from collections import Counter, deque
 
 from dtn.cla.sdnv import SdnvError, decode_sdnv, encode_sdnv
 from dtn.cla.session import (
+    ACKS_STALLED,
+    RECEIVE_STALLED,
     BundleAcked,
     BundleReceived,
     BundleRefused,
     Outbox,
     OutboxReader,
+    ProgressGuard,
     SessionClosed,
     SessionUp,
+    first_stall,
+    progress_window,
 )
 
 MAGIC = b"dtn!"
@@ -74,7 +83,7 @@ SESSION_TRANSITIONS: dict[tuple[str, str], str] = {
     (CONTACT_WAIT, "contact_header"): ESTABLISHED,  # §4.2: magic and version 3
     (CONTACT_WAIT, "close"): CLOSED,  # local close()
     (CONTACT_WAIT, "error"): CLOSED,  # §4.2 bad magic, version mismatch; EID too long
-    (CONTACT_WAIT, "timeout"): CLOSED,  # no complete header within header_timeout
+    (CONTACT_WAIT, "timeout"): CLOSED,  # no complete header within header_timeout, stalled
     (CONTACT_WAIT, "eof"): CLOSED,
     (ESTABLISHED, "DATA_SEGMENT"): ESTABLISHED,  # §5.2
     (ESTABLISHED, "ACK_SEGMENT"): ESTABLISHED,  # §5.3
@@ -84,7 +93,7 @@ SESSION_TRANSITIONS: dict[tuple[str, str], str] = {
     (ESTABLISHED, "SHUTDOWN"): CLOSED,  # §6.1
     (ESTABLISHED, "close"): CLOSED,  # §6.1, we send SHUTDOWN
     (ESTABLISHED, "error"): CLOSED,  # unknown type, bad SDNV, segment order, sizes
-    (ESTABLISHED, "timeout"): CLOSED,  # §5.6 keepalive, §6.2 idle
+    (ESTABLISHED, "timeout"): CLOSED,  # §5.6 keepalive, §6.2 idle, rule 9 stalled
     (ESTABLISHED, "eof"): CLOSED,
 }
 
@@ -168,6 +177,10 @@ class Tcpcl3Session(OutboxReader):
         self._next_id = 1
         self._pending: deque[tuple[int, memoryview]] = deque()  # waiting for the session
         self._inflight: deque[tuple[int, int]] = deque()  # (id, length) sent, waiting for ACK
+        self._acked = 0  # bytes of the oldest in flight the peer acknowledged so far
+        window = progress_window(keepalive)
+        self._rx_guard = ProgressGuard(RECEIVE_STALLED, "receive", window)
+        self._ack_guard = ProgressGuard(ACKS_STALLED, "acknowledgement", window)
         self._queued = 0
         self._t0: float | None = None  # the first `now` seen starts every clock
         self._last_tx = self._last_rx = self._last_bundle = 0.0
@@ -213,6 +226,8 @@ class Tcpcl3Session(OutboxReader):
                 return
             self._last_rx = now
             self._feed(memoryview(data), now)
+            receiving = bool(self._buf or self._seg_left) or self._rx_state != RX_IDLE
+            self._rx_guard.update(receiving, len(data), now)
         except _Violation as v:
             self.counters[v.counter] += 1
             self._finish("error", v.reason, v.shutdown)
@@ -221,10 +236,15 @@ class Tcpcl3Session(OutboxReader):
             self._finish("error", "internal error")
 
     def handle_timer(self, now: float) -> None:
-        """Header timeout, keepalives (§5.6) and the idle shutdown (§6.2), when due."""
+        """Stalls (rule 9), header timeout, keepalives (§5.6), idle shutdown (§6.2), when due."""
         if self._state == CLOSED:
             return
         self._tick(now)
+        stall = first_stall(now, self._rx_guard, self._ack_guard)
+        if stall is not None:
+            self.counters[stall[0]] += 1
+            self._finish("timeout", stall[1], shutdown_message())
+            return
         if self._state == CONTACT_WAIT:
             if now >= (self._t0 or 0.0) + self._header_timeout:
                 self.counters["header_timeout"] += 1
@@ -250,9 +270,9 @@ class Tcpcl3Session(OutboxReader):
             return None
         if self._t0 is None:
             return 0.0
+        due = [t for t in (self._rx_guard.deadline, self._ack_guard.deadline) if t is not None]
         if self._state == CONTACT_WAIT:
-            return self._t0 + self._header_timeout
-        due: list[float] = []
+            return min(due + [self._t0 + self._header_timeout])
         if self.keepalive:
             due += [self._last_tx + self.keepalive, self._last_rx + 2 * self.keepalive]
         idle_due = self._idle_deadline()
@@ -286,6 +306,7 @@ class Tcpcl3Session(OutboxReader):
             self.counters["bundles_sent"] += 1
             if self.acks:
                 self._inflight.append((tid, n))
+                self._ack_guard.update(True, 0, now)
             else:
                 self._queued -= n
                 self._out.pending.append(BundleAcked(tid))
@@ -356,7 +377,7 @@ class Tcpcl3Session(OutboxReader):
         elif kind == ACK_SEGMENT:
             self._on_ack(value, now)
         elif kind == REFUSE_BUNDLE:
-            self._on_refuse(flags)
+            self._on_refuse(flags, now)
         else:
             self.counters[name.lower() + "_received"] += 1
         return pos
@@ -426,6 +447,7 @@ class Tcpcl3Session(OutboxReader):
             self._out.pending.append(BundleReceived(bytes(self._rx)))
             self._rx = bytearray()
             self.counters["bundles_received"] += 1
+            self._rx_guard.restart(now)
 
     def _on_ack(self, acked: int, now: float) -> None:
         if not self._inflight:
@@ -435,12 +457,15 @@ class Tcpcl3Session(OutboxReader):
         if acked > length:
             raise _Violation("bad_ack", f"ACK of {acked} for {length} bytes", shutdown_message())
         self._last_bundle = now
+        progress, self._acked = max(0, acked - self._acked), max(acked, self._acked)
         if acked == length:
             self._inflight.popleft()
             self._queued -= length
             self._out.pending.append(BundleAcked(tid))
+            self._next_in_flight(now)
+        self._ack_guard.update(bool(self._inflight), progress, now)
 
-    def _on_refuse(self, code: int) -> None:
+    def _on_refuse(self, code: int, now: float) -> None:
         if not self._inflight:
             self.counters["unexpected_refuse"] += 1
             return
@@ -448,6 +473,13 @@ class Tcpcl3Session(OutboxReader):
         self._queued -= length
         self.counters["refused_by_peer"] += 1
         self._out.pending.append(BundleRefused(tid, REFUSE_REASONS.get(code, f"reason {code}")))
+        self._next_in_flight(now)
+        self._ack_guard.update(bool(self._inflight), 0, now)
+
+    def _next_in_flight(self, now: float) -> None:
+        """The oldest bundle in flight was settled: the next one's acknowledgements start."""
+        self._acked = 0
+        self._ack_guard.restart(now)
 
     # --- plumbing ---
 

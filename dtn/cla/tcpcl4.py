@@ -32,7 +32,11 @@ Rules (section numbers are RFC 9174's):
    a peer's SESS_TERM gets one with REPLY. Transfers under way may finish: closed once both
    SESS_TERMs passed and nothing is in flight, on the timeout, or on EOF. Transfers never
    acknowledged are listed in `SessionClosed.unacked`.
-9. Hostile input never raises: a segment above our MRU, a node id above 1024 bytes, extension
+9. The progress rule of dtn.cla.session, windows of twice our keepalive: a message under way
+   (the contact header, SESS_INIT, a transfer from its first byte to its END segment), and
+   the transfers waiting for XFER_ACKs, must keep up MIN_PROGRESS_RATE; else SESS_TERM and
+   close "receive stalled" / "acknowledgement stalled", the unacknowledged ones listed.
+10. Hostile input never raises: a segment above our MRU, a node id above 1024 bytes, extension
    items above 64 KiB or malformed, a node id not UTF-8 end the session with a counted
    reason. What is buffered is at most one message (a segment and its header).
 """
@@ -46,14 +50,19 @@ from collections import Counter, deque
 from enum import Enum
 
 from dtn.cla.session import (
+    ACKS_STALLED,
+    RECEIVE_STALLED,
     BundleAcked,
     BundleReceived,
     BundleRefused,
     Outbox,
     OutboxReader,
+    ProgressGuard,
     SessionClosed,
     SessionEvent,
     SessionUp,
+    first_stall,
+    progress_window,
 )
 
 MAGIC, VERSION, CAN_TLS = b"dtn!", 4, 0x01  # contact header (§4.2)
@@ -189,6 +198,10 @@ class Tcpcl4Session(OutboxReader):
         self._buf = bytearray()  # plaintext messages, at most one partial message
         self._tls: ssl.SSLObject | None = None
         self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        # Where the peer's TLS records end: one trickled in is a message under way (rule 9),
+        # before any of its plaintext reaches `_buf`.
+        self._record_head = bytearray()  # the start of a record header (5 bytes)
+        self._record_left = 0  # bytes of the current record still to come
         self._now = self._started = now
         self._last_sent = self._last_recv = now or 0.0
         self._deadline_end: float | None = None
@@ -198,6 +211,10 @@ class Tcpcl4Session(OutboxReader):
         self._next_tid = 0
         self._waiting: deque[tuple[int, bytes]] = deque()  # before the session is up
         self._inflight: dict[int, int] = {}  # sent, not acknowledged: id -> length
+        self._acked: dict[int, int] = {}  # of those, id -> bytes the peer acknowledged so far
+        window = progress_window(self._keepalive)
+        self._rx_guard = ProgressGuard(RECEIVE_STALLED, "receive", window)
+        self._ack_guard = ProgressGuard(ACKS_STALLED, "acknowledgement", window)
         self._queued_bytes = 0
         self._rx_tid: int | None = None  # the transfer being received
         self._rx = bytearray()
@@ -251,17 +268,21 @@ class Tcpcl4Session(OutboxReader):
             if not data:
                 self._on_eof()
                 return
-            self._last_recv = now
+            self._last_recv, size = now, len(data)
             if self._state is State.CONTACT:
                 self._raw += data
-                if not self._read_header():
-                    return
-                data, self._raw = bytes(self._raw), bytearray()
+                data = b""
+                if self._read_header():
+                    data, self._raw = bytes(self._raw), bytearray()
             if self._tls is not None:
                 self._tls_in.write(data)
+                self._track_records(data)
                 self._pump_tls()
             elif data and self._state is not State.CLOSED:
                 self._process(data)
+            receiving = bool(self._raw or self._buf or self._record_head or self._record_left)
+            receiving = receiving or self._rx_tid is not None
+            self._rx_guard.update(receiving, size, now)
             self._maybe_drained()
         except _Violation as v:
             self._fail(v.key, v.reason, v.term)
@@ -269,18 +290,28 @@ class Tcpcl4Session(OutboxReader):
             self._fail("internal error", f"internal error: {exc!r}", TERM_UNKNOWN)
 
     def next_deadline(self) -> float | None:
-        if self._state is State.CLOSED or self._started is None:
+        """When handle_timer wants calling; 0.0 before any `now` was seen (call it at once:
+        the header timeout runs from then, also for a peer that never sends a byte)."""
+        if self._state is State.CLOSED:
             return None
+        if self._started is None:
+            return 0.0
+        guards = (self._rx_guard.deadline, self._ack_guard.deadline)
+        times = [t for t in guards if t is not None]
         if self._state in (State.CONTACT, State.TLS, State.INIT):
-            return self._started + self._header_timeout
-        times = [t for t in (self._deadline_end, self._idle_at()) if t is not None]
+            return min(times + [self._started + self._header_timeout])
+        times += [t for t in (self._deadline_end, self._idle_at()) if t is not None]
         if self._ka:
             times.append(self._last_sent + self._ka)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         self._tick(now)
-        if self._state is State.CLOSED or self._started is None:
+        if self._state is State.CLOSED:
+            return
+        stall = first_stall(now, self._rx_guard, self._ack_guard)
+        if stall is not None:
+            self._fail(*stall, TERM_UNKNOWN)
             return
         if self._state in (State.CONTACT, State.TLS, State.INIT):
             if now >= self._started + self._header_timeout:
@@ -379,6 +410,22 @@ class Tcpcl4Session(OutboxReader):
         except ssl.SSLError as exc:
             self._flush_tls()
             raise _Violation("tls failed", f"TLS: {exc.reason or exc}", None) from exc
+
+    def _track_records(self, data: bytes) -> None:
+        """Follow the TLS record framing (RFC 8446 5.1: type, version, u16 length) of `data`."""
+        pos = 0
+        while pos < len(data):
+            if self._record_left:
+                take = min(self._record_left, len(data) - pos)
+                self._record_left -= take
+                pos += take
+                continue
+            need = 5 - len(self._record_head)
+            self._record_head += data[pos : pos + need]
+            pos += need
+            if len(self._record_head) == 5:
+                self._record_left = int.from_bytes(self._record_head[3:5], "big")
+                self._record_head.clear()
 
     def _flush_tls(self) -> None:
         out = self._tls_out.read()
@@ -524,6 +571,7 @@ class Tcpcl4Session(OutboxReader):
         if flags & SEG_END:
             bundle, self._rx, self._rx_tid = bytes(self._rx), bytearray(), None
             self.counters["bundles received"] += 1
+            self._rx_guard.restart(self._now or 0.0)
             self._out.pending.append(BundleReceived(bundle))
         return None
 
@@ -542,8 +590,13 @@ class Tcpcl4Session(OutboxReader):
         total = self._inflight.get(tid)
         if total is None:
             self.counters["acks of unknown transfer"] += 1
-        elif flags & SEG_END and length >= total:
+            return
+        before = self._acked.get(tid, 0)
+        self._acked[tid] = max(before, min(length, total))
+        if flags & SEG_END and length >= total:
             self._settle(tid, BundleAcked(tid))
+        self._ack_guard.update(bool(self._inflight), self._acked.get(tid, total) - before,
+                               self._now or 0.0)
 
     def _on_refuse(self, reason: int, tid: int) -> None:
         if tid not in self._inflight:
@@ -552,9 +605,12 @@ class Tcpcl4Session(OutboxReader):
         name = REFUSE_NAMES[reason] if reason < len(REFUSE_NAMES) else f"reason {reason}"
         self._settle(tid, BundleAcked(tid) if reason == REFUSE_COMPLETED
                      else BundleRefused(tid, f"peer refused: {name}"))
+        self._ack_guard.update(bool(self._inflight), 0, self._now or 0.0)
 
     def _settle(self, tid: int, event: SessionEvent) -> None:
         self._queued_bytes -= self._inflight.pop(tid)
+        self._acked.pop(tid, None)
+        self._ack_guard.restart(self._now or 0.0)
         self.counters["bundles acked" if isinstance(event, BundleAcked) else "bundles refused"] += 1
         self._out.pending.append(event)
 
@@ -577,6 +633,7 @@ class Tcpcl4Session(OutboxReader):
             self._out.pending.append(BundleRefused(tid, "too big for peer"))
             return
         self._inflight[tid] = len(bundle)
+        self._ack_guard.update(True, 0, self._now or 0.0)
         seg = max(1, min(self._peer_seg_mru, self._segment_mru))
         view, total = memoryview(bundle), len(bundle)
         for off in range(0, total or 1, seg):
@@ -625,6 +682,7 @@ class Tcpcl4Session(OutboxReader):
     def _closed_event(self, reason: str) -> None:
         unacked = (*self._inflight, *(tid for tid, _ in self._waiting))
         self._inflight.clear()
+        self._acked.clear()
         self._waiting.clear()
         self._queued_bytes = 0
         self._out.pending.append(SessionClosed(reason, unacked))

@@ -37,7 +37,7 @@ def session_factory(
     keepalive = int(neighbour.keepalive)
     segment = int(neighbour.segment_size)
     if neighbour.cla == "mtcp":
-        return lambda active: MtcpSession(max_bundle_size=max_bundle_size)
+        return lambda active: MtcpSession(max_bundle_size=max_bundle_size, keepalive=keepalive)
     if neighbour.cla == "stcp":
         return lambda active: StcpSession(max_bundle_size=max_bundle_size, keepalive=keepalive)
     if neighbour.cla == "tcpcl3":
