@@ -75,7 +75,8 @@ def closed(session: StreamSession) -> SessionClosed:
 def opened(layer: str) -> StreamSession:
     make, opening, _ = RECEIVERS[layer]
     session = make()
-    session.receive_data(opening, 0.0) if opening else advance(session, 0.0)
+    if opening:
+        session.receive_data(opening, 0.0)
     assert session.established and not session.closed
     session.data_to_send()
     session.events()
