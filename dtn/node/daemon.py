@@ -43,6 +43,9 @@ MAX_OUTSTANDING = 256  # deliveries a client holds un-acknowledged before more a
 # Payload bytes a client holds un-acknowledged before more are offered: well under the API
 # server's outgoing queue (64 MiB), which disconnects a client it cannot write to.
 MAX_OUTSTANDING_BYTES = 16 << 20
+# Payload bytes of deliveries waiting for a client with room that are kept decoded, so that
+# offering them later does not read and decode them again; beyond it, only their IDs.
+_WAITING_KEPT = 32 << 20
 _LARGE_BATCH = 8 << 20  # bytes of fragments of large data made durable at a time
 # A large ADU opened for the application, in the store's payload directory until acked
 # (not a row's file: a restart removes it, and opens the ADU again when it is offered again).
@@ -95,7 +98,9 @@ class Node:
         self._seen = Counter()
         # deliveries: waiting for a client (store row IDs), and handed out but not acked
         self._registered: dict[str, list[Sink]] = defaultdict(list)
-        self._waiting: dict[str, deque[int]] = defaultdict(deque)
+        # Per endpoint, deliveries no client had room for: the Deliver action, or only its ID.
+        self._waiting: dict[str, deque[Deliver | int]] = defaultdict(deque)
+        self._waiting_kept = 0  # payload bytes of the actions kept in _waiting
         self._outstanding: dict[int, tuple[Sink, str]] = {}
         self._held: Counter[Sink] = Counter()
         self._held_bytes: Counter[Sink] = Counter()
@@ -388,10 +393,16 @@ class Node:
             return
         endpoint = action.endpoint
         if self._offer(endpoint, action.delivery_id, action) is None:
-            self._waiting[endpoint].append(action.delivery_id)
+            keep = self._waiting_kept + len(action.payload) <= _WAITING_KEPT
+            self._waiting_kept += len(action.payload) if keep else 0
+            self._waiting[endpoint].append(action if keep else action.delivery_id)
 
-    def _offer(self, endpoint: str, delivery_id: int, action: Deliver | None) -> Sink | None:
-        """Hand one stored bundle to a registered client with room; the client, or None."""
+    def _offer(
+        self, endpoint: str, delivery_id: int, action: Deliver | None, *, waited: bool = False
+    ) -> Sink | None:
+        """Hand one stored bundle to a registered client with room; the client, or None.
+        Without `action`, the bundle is read from the store; `waited`: the action is one that
+        waited in _waiting, and the bundle may have expired meanwhile."""
         sink = next(
             (
                 s
@@ -402,6 +413,8 @@ class Node:
         )
         if sink is None:
             return None
+        if waited and self.store.state(delivery_id) != State.DELIVERABLE:
+            return sink  # expired meanwhile: nothing to hand over
         if action is None:
             row = self.store.get(delivery_id)
             if row is None or row.state != State.DELIVERABLE:
@@ -492,8 +505,14 @@ class Node:
     def _pump(self, endpoint: str) -> None:
         waiting = self._waiting.get(endpoint)
         while waiting:
-            if self._offer(endpoint, waiting[0], None) is None:
-                return
+            item = waiting[0]
+            if isinstance(item, int):
+                if self._offer(endpoint, item, None) is None:
+                    return
+            else:
+                if self._offer(endpoint, item.delivery_id, item, waited=True) is None:
+                    return
+                self._waiting_kept -= len(item.payload)
             waiting.popleft()
 
     # === Service: what the API server calls =====================================================

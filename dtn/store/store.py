@@ -354,6 +354,11 @@ class BundleStore:
         ).fetchone()
         return None if row is None else (State(row[0]), row[1])
 
+    def state(self, bundle_id: int) -> State | None:
+        """The state of a row by its ID (None: no such row), without reading its bytes."""
+        row = self._db.execute("SELECT state FROM bundles WHERE id = ?", (bundle_id,)).fetchone()
+        return None if row is None else _STATES.get(row[0])
+
     def get(self, bundle_id: int) -> StoredBundle | None:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM {_FROM} WHERE id = ?", (bundle_id,)
