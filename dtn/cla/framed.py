@@ -77,7 +77,7 @@ class _FramedSession(OutboxReader):
 
     @property
     def queued_bytes(self) -> int:
-        return len(self._out.data)
+        return self._out.size
 
     def send_bundle(self, bundle: bytes, now: float) -> int:
         transfer = self._next_id
@@ -86,7 +86,7 @@ class _FramedSession(OutboxReader):
             self._out.pending.append(BundleRefused(transfer, "session closed"))
             return transfer
         self._out.data += self.frame_head(len(bundle))
-        self._out.data += bundle
+        self._out.write(bundle)
         self._out.pending.append(BundleAcked(transfer))
         self._last_sent = now
         return transfer

@@ -6,6 +6,7 @@ its shell, and the events it gives back.
     session.handle_timer(now)                         # at session.next_deadline()
     session.close(reason, now)                        # start an orderly shutdown
     out = session.data_to_send()                      # bytes to write now (drained)
+    pieces = session.pieces_to_send()                 # the same, large bundles not copied
     for event in session.events(): ...                # what happened (drained)
     session.closed                                    # nothing more will be sent or read
 
@@ -83,6 +84,8 @@ class StreamSession(Protocol):
     def close(self, reason: str, now: float) -> None: ...
 
     def data_to_send(self) -> bytes: ...
+
+    def pieces_to_send(self) -> list[bytes | memoryview]: ...
 
     def events(self) -> list[SessionEvent]: ...
 
@@ -166,21 +169,50 @@ class OutboxReader:
     def data_to_send(self) -> bytes:
         return self._out.take_data()
 
+    def pieces_to_send(self) -> list[bytes | memoryview]:
+        return self._out.take_pieces()
+
     def events(self) -> list[SessionEvent]:
         return self._out.take_events()
 
 
+# Output this large is queued as the piece it is, not copied into `Outbox.data`: a megabyte
+# bundle copied on its way to the socket costs its page faults at each copy.
+LARGE_PIECE = 64 << 10
+
+
 @dataclass
 class Outbox:
-    """Bytes and events a session has made and the shell has not taken yet."""
+    """Bytes and events a session has made and the shell has not taken yet: `pieces`, then
+    `data` (small output, appended in place)."""
 
     data: bytearray = field(default_factory=bytearray)
     pending: list[SessionEvent] = field(default_factory=list)
+    pieces: list[bytes | memoryview] = field(default_factory=list)
+
+    def write(self, piece: bytes | memoryview) -> None:
+        """Queue output after everything queued: a large piece as it is, a small one copied."""
+        if len(piece) < LARGE_PIECE:
+            self.data += piece
+            return
+        if self.data:
+            self.pieces.append(bytes(self.data))
+            self.data.clear()
+        self.pieces.append(piece)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + sum(len(piece) for piece in self.pieces)
+
+    def take_pieces(self) -> list[bytes | memoryview]:
+        out, self.pieces = self.pieces, []
+        if self.data:
+            out.append(bytes(self.data))
+            self.data.clear()
+        return out
 
     def take_data(self) -> bytes:
-        out = bytes(self.data)
-        self.data.clear()
-        return out
+        return b"".join(self.take_pieces())
 
     def take_events(self) -> list[SessionEvent]:
         out, self.pending = self.pending, []

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +42,9 @@ log = logging.getLogger("dtn.cla.stream")
 
 Address = tuple[str, int]
 _READ_SIZE = 1 << 18
+# Written to the transport at most this much at a time, and only once it has sent the last:
+# what the socket does not take at once, asyncio copies into its buffer.
+_WRITE_PIECE = 1 << 18
 _BACKOFF_FIRST = 0.5  # s before the first reconnection attempt
 _BACKOFF_MAX = 30.0
 _CLOSE_GRACE = 2.0  # s an orderly shutdown may take before the socket is closed anyway
@@ -81,8 +84,11 @@ class _Connection:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self.bundles_received = 0  # a session that carried none may be evicted in a flood
-        self._held = bytearray()  # output waiting for `_gate`
+        self._held: list[bytes | memoryview] = []  # output waiting for `_gate`
         self._gate: asyncio.Future | None = None  # the commit of bundles received
+        self._unsent: deque[memoryview] = deque()  # output not yet given to the transport
+        self._unsent_bytes = 0
+        writer.transport.set_write_buffer_limits(high=0)  # drain() returns once all is sent
 
     @property
     def remote(self) -> str:
@@ -129,7 +135,7 @@ class _Connection:
 
     def flush(self) -> None:
         self._flush_soon = None
-        self._held += self.session.data_to_send()
+        self._held += self.session.pieces_to_send()
         events = self.session.events()
         for event in events:
             if isinstance(event, SessionUp):
@@ -159,28 +165,51 @@ class _Connection:
 
     def _write_held(self) -> None:
         if self._held and not self.writer.is_closing():
-            self.writer.write(bytes(self._held))
-            if self._draining is None and self.on_drained is not None:
+            for piece in self._held:
+                self._unsent.append(memoryview(piece))
+                self._unsent_bytes += len(piece)
+            self._write_some()
+            if self._draining is None and (self._unsent or self.on_drained is not None):
                 self._draining = self._loop.create_task(self._drain())
         self._held.clear()
         if self.session.closed and not self.writer.is_closing():
+            self._write_some(everything=True)
             self.writer.close()
 
+    def _write_some(self, *, everything: bool = False) -> None:
+        """Give the transport pieces of what is unsent while it sends them at once (all of
+        it, to close the connection after)."""
+        transport = self.writer.transport
+        while self._unsent and (everything or not transport.get_write_buffer_size()):
+            piece = self._unsent.popleft()
+            if len(piece) > _WRITE_PIECE:
+                self._unsent.appendleft(piece[_WRITE_PIECE:])
+                piece = piece[:_WRITE_PIECE]
+            self._unsent_bytes -= len(piece)
+            self.writer.write(piece)
+
     async def _drain(self) -> None:
-        """Tell `on_drained` once the kernel took what was written (at once when it took it
-        all): a layer without acknowledgements (MTCP, STCP) has no other event that says there
-        is room again for an agent that holds back."""
+        """Write what is unsent as the kernel takes it; then tell `on_drained` (at once when
+        it took it all): a layer without acknowledgements (MTCP, STCP) has no other event that
+        says there is room again for an agent that holds back."""
         try:
-            await self.writer.drain()
+            while True:
+                await self.writer.drain()
+                if not self._unsent or self.writer.is_closing():
+                    break
+                self._write_some()
         except (ConnectionError, OSError):
             return
         finally:
             self._draining = None
-        self.on_drained()
+        if self.on_drained is not None:
+            self.on_drained()
 
     @property
     def write_buffered(self) -> int:
-        return 0 if self.writer.is_closing() else self.writer.transport.get_write_buffer_size()
+        if self.writer.is_closing():
+            return 0
+        return self._unsent_bytes + self.writer.transport.get_write_buffer_size()
 
     def _arm(self) -> None:
         if self._timer is not None:

@@ -292,16 +292,16 @@ class Tcpcl3Session(OutboxReader):
 
     def _flush(self, now: float) -> None:
         """Every queued bundle into DATA_SEGMENTs of at most segment_size, in order (§5.2)."""
-        out, step = self._out.data, self._segment_size
+        out, step = self._out, self._segment_size
         while self._pending:
             tid, view = self._pending.popleft()
             n = len(view)
             for off in range(0, max(n, 1), step):
                 chunk = view[off : off + step]
                 flags = (SEGMENT_START if off == 0 else 0) | (SEGMENT_END if off + step >= n else 0)
-                out.append(DATA_SEGMENT << 4 | flags)
-                out += encode_sdnv(len(chunk))
-                out += chunk
+                out.data.append(DATA_SEGMENT << 4 | flags)
+                out.data += encode_sdnv(len(chunk))
+                out.write(chunk)
             self._last_tx = self._last_bundle = now
             self.counters["bundles_sent"] += 1
             if self.acks:

@@ -437,7 +437,7 @@ class Tcpcl4Session(OutboxReader):
             self._tls.write(data)
             self._flush_tls()
         else:
-            self._out.data += data
+            self._out.write(data)
         self._last_sent = self._now or 0.0
 
     # -- messages in ------------------------------------------------------------------------
