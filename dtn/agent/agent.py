@@ -240,17 +240,28 @@ class Agent:
         ID stays known until it expires, so a late duplicate is not delivered again).
         `refused`: the payload failed a check on its way (security, policy) and is discarded,
         processed no further (RFC 9172 5.1.1): neither counted nor reported as delivered."""
-        self._now = now
-        report = self._report_delivery.pop(delivery_id, None)
-        if not self.store.finish(delivery_id, State.DELIVERABLE):
-            return False
         if refused:
-            return True
-        self.counters["delivered"] += 1
-        if report is not None:
-            self._report_on(*report, DELIVERED, ReasonCode.NO_INFORMATION, now)
+            self._now = now
+            self._report_delivery.pop(delivery_id, None)
+            return self.store.finish(delivery_id, State.DELIVERABLE)
+        return bool(self.delivered_many([delivery_id], now))
+
+    def delivered_many(self, delivery_ids: list[int], now: float) -> list[int]:
+        """`delivered` for several payloads the application has taken (one statement for
+        all); the IDs that were still waiting for it."""
+        self._now = now
+        reports = [self._report_delivery.pop(i, None) for i in delivery_ids]
+        done = self.store.finish_many(delivery_ids, State.DELIVERABLE)
+        self.counters["delivered"] += len(done)
+        finished = set(done)
+        reported = False
+        for delivery_id, report in zip(delivery_ids, reports, strict=True):
+            if report is not None and delivery_id in finished:
+                self._report_on(*report, DELIVERED, ReasonCode.NO_INFORMATION, now)
+                reported = True
+        if reported:
             self._pump_woken(now)
-        return True
+        return done
 
     # === inputs: the network ===================================================================
 

@@ -91,6 +91,7 @@ class Node:
         self._peer_endpoint: dict[str, DatagramEndpoint] = {}
         self._durable: list[asyncio.Future] = []
         self._flush_pending = False
+        self._acked: list[int] = []  # deliveries the applications took, told to the agent at once
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._contact_timer: asyncio.TimerHandle | None = None
@@ -159,6 +160,7 @@ class Node:
             endpoint.close()
         self.streams.close()
         try:
+            self.agent.delivered_many(self._acked, self.clock.now())
             self.agent.next_actions()
         except StoreError as exc:
             log_event(self.log, "store_error", str(exc), logging.ERROR)
@@ -215,6 +217,9 @@ class Node:
         durable, self._durable = self._durable, []
         self._report_backlogs()
         try:
+            if self._acked:
+                acked, self._acked = self._acked, []
+                self.agent.delivered_many(acked, self.clock.now())
             actions = self.agent.next_actions()
         except StoreError as exc:
             # The group is lost and nobody was told: start again from what the store holds.
@@ -689,7 +694,7 @@ class Node:
         if delivery in self._handed_files:  # a large ADU's opened file, unless the client took it
             self._handed_files.discard(delivery)
             (self.store.payload_dir / f"{delivery}{DELIVERED_SUFFIX}").unlink(missing_ok=True)
-        self.agent.delivered(delivery, self.clock.now())
+        self._acked.append(delivery)  # one statement for the acks of a turn, at the flush
         self._kick()
         self._pump(held[1])
 

@@ -499,13 +499,14 @@ class BundleStore:
         """Turn a bundle that is in `state` into a tombstone; whether it was."""
         return len(self._to_tombstone("id = ? AND state = ?", (bundle_id, int(state)))) == 1
 
-    def finish_many(self, bundle_ids: list[int], state: State) -> int:
-        """finish() for many bundles in one statement a batch; how many were in `state`."""
-        done = 0
+    def finish_many(self, bundle_ids: list[int], state: State) -> list[int]:
+        """finish() for many bundles in one statement a batch; the IDs that were in `state`."""
+        done = []
         for start in range(0, len(bundle_ids), _ID_BATCH):
             batch = bundle_ids[start : start + _ID_BATCH]
             marks = ",".join("?" * len(batch))
-            done += len(self._to_tombstone(f"state = ? AND id IN ({marks})", (int(state), *batch)))
+            rows = self._to_tombstone(f"state = ? AND id IN ({marks})", (int(state), *batch))
+            done.extend(row[2] for row in rows)
         return done
 
     def purge_expired(self, now: float, limit: int) -> list[StoredBundle]:
