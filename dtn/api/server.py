@@ -29,6 +29,7 @@ from dtn.api.protocol import (
     validate_request,
 )
 from dtn.api.service import ApiError, Delivery, SendRequest, Service
+from dtn.streamio import drain_waits_for_all, write_while_sent
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class _Connection:
     def __init__(self, server: ApiServer, writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.writer = writer
-        writer.transport.set_write_buffer_limits(high=0)  # drain() waits until all is sent
+        drain_waits_for_all(writer)
         self.out: deque[bytes] = deque()
         self.out_bytes = 0
         self.wakeup = asyncio.Event()
@@ -140,11 +141,9 @@ class _Connection:
                 await self.wakeup.wait()
                 self.wakeup.clear()
                 while self.out and not self.aborted:
-                    batch = memoryview(self._take_batch())
-                    # In pieces the socket takes whole once the last has gone (the transport's
-                    # limit is 0): what it does not take, asyncio copies into a buffer.
-                    for start in range(0, len(batch), _WRITE_BATCH):
-                        self.writer.write(batch[start : start + _WRITE_BATCH])
+                    unsent = deque([memoryview(self._take_batch())])
+                    while unsent:
+                        write_while_sent(self.writer, unsent)
                         await self.writer.drain()
                 self.drained.set()
                 if self.closing:

@@ -29,6 +29,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dtn.streamio import drain_waits_for_all, write_while_sent
+
 from .session import (
     BundleAcked,
     BundleReceived,
@@ -42,9 +44,6 @@ log = logging.getLogger("dtn.cla.stream")
 
 Address = tuple[str, int]
 _READ_SIZE = 1 << 18
-# Written to the transport at most this much at a time, and only once it has sent the last:
-# what the socket does not take at once, asyncio copies into its buffer.
-_WRITE_PIECE = 1 << 18
 _BACKOFF_FIRST = 0.5  # s before the first reconnection attempt
 _BACKOFF_MAX = 30.0
 _CLOSE_GRACE = 2.0  # s an orderly shutdown may take before the socket is closed anyway
@@ -88,7 +87,7 @@ class _Connection:
         self._gate: asyncio.Future | None = None  # the commit of bundles received
         self._unsent: deque[memoryview] = deque()  # output not yet given to the transport
         self._unsent_bytes = 0
-        writer.transport.set_write_buffer_limits(high=0)  # drain() returns once all is sent
+        drain_waits_for_all(writer)
 
     @property
     def remote(self) -> str:
@@ -168,25 +167,13 @@ class _Connection:
             for piece in self._held:
                 self._unsent.append(memoryview(piece))
                 self._unsent_bytes += len(piece)
-            self._write_some()
+            self._unsent_bytes -= write_while_sent(self.writer, self._unsent)
             if self._draining is None and (self._unsent or self.on_drained is not None):
                 self._draining = self._loop.create_task(self._drain())
         self._held.clear()
         if self.session.closed and not self.writer.is_closing():
-            self._write_some(everything=True)
+            self._unsent_bytes -= write_while_sent(self.writer, self._unsent, everything=True)
             self.writer.close()
-
-    def _write_some(self, *, everything: bool = False) -> None:
-        """Give the transport pieces of what is unsent while it sends them at once (all of
-        it, to close the connection after)."""
-        transport = self.writer.transport
-        while self._unsent and (everything or not transport.get_write_buffer_size()):
-            piece = self._unsent.popleft()
-            if len(piece) > _WRITE_PIECE:
-                self._unsent.appendleft(piece[_WRITE_PIECE:])
-                piece = piece[:_WRITE_PIECE]
-            self._unsent_bytes -= len(piece)
-            self.writer.write(piece)
 
     async def _drain(self) -> None:
         """Write what is unsent as the kernel takes it; then tell `on_drained` (at once when
@@ -197,7 +184,7 @@ class _Connection:
                 await self.writer.drain()
                 if not self._unsent or self.writer.is_closing():
                     break
-                self._write_some()
+                self._unsent_bytes -= write_while_sent(self.writer, self._unsent)
         except (ConnectionError, OSError):
             return
         finally:
