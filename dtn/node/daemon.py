@@ -91,13 +91,13 @@ class Node:
         self._peer_endpoint: dict[str, DatagramEndpoint] = {}
         self._durable: list[asyncio.Future] = []
         self._flush_pending = False
-        self._acked: list[int] = []  # deliveries the applications took, told to the agent at once
+        self._acked: list[int] = []  # deliveries the applications took: to the agent at _flush
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._contact_timer: asyncio.TimerHandle | None = None
         self._up: set[str] = set()
         self._seen = Counter()
-        # deliveries: waiting for a client (store row IDs), and handed out but not acked
+        # deliveries: waiting for a client, and handed out but not acked
         self._registered: dict[str, list[Sink]] = defaultdict(list)
         # Per endpoint, deliveries no client had room for: the Deliver action, or only its ID.
         self._waiting: dict[str, deque[Deliver | int]] = defaultdict(deque)
@@ -511,13 +511,12 @@ class Node:
         waiting = self._waiting.get(endpoint)
         while waiting:
             item = waiting[0]
-            if isinstance(item, int):
-                if self._offer(endpoint, item, None) is None:
-                    return
-            else:
-                if self._offer(endpoint, item.delivery_id, item, waited=True) is None:
-                    return
-                self._waiting_kept -= len(item.payload)
+            action = None if isinstance(item, int) else item
+            delivery_id = item if action is None else action.delivery_id
+            if self._offer(endpoint, delivery_id, action, waited=action is not None) is None:
+                return
+            if action is not None:
+                self._waiting_kept -= len(action.payload)
             waiting.popleft()
 
     # === Service: what the API server calls =====================================================
