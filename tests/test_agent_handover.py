@@ -62,3 +62,20 @@ def test_an_unpaced_layer_that_reports_is_held_at_its_queue_bound(tmp_path):
     assert _sent(agent) == []
     agent.link_backlog("b", 2_000, NOW)
     assert len(_sent(agent)) >= 7
+
+
+def test_a_full_unpaced_layer_leaves_no_timer_due_until_it_reports_room(tmp_path):
+    # A batch that used up its budget leaves the link due again at once; the layer filling
+    # in that next pump must clear it, or the node calls timer() in a busy loop.
+    agent = _agent(tmp_path, AgentConfig(unpaced_queue=6_000, transmit_batch=4))
+    for i in range(20):
+        agent.submit(bytes(1000) + b"%d" % i, "ipn:2.1", NOW, custody=False)
+    agent.link_backlog("b", 0, NOW)
+    agent.contact_up("b", NOW)
+    assert len(_sent(agent)) == 4
+    assert agent.next_deadline() <= NOW  # the rest of the batch: at once
+    agent.timer(NOW)
+    assert 1 <= len(_sent(agent)) <= 3  # up to the queue bound
+    assert agent.next_deadline() == NOW + AgentConfig().default_lifetime
+    agent.link_backlog("b", 1_000, NOW)  # the layer has room: sending goes on without a timer
+    assert len(_sent(agent)) >= 1

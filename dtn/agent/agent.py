@@ -795,7 +795,11 @@ class Agent:
         if not link.rate_bps:  # only a layer that reports its backlog is held back
             if self._queued.get(neighbour, 0) < self.config.unpaced_queue:
                 return False
+            # Woken by `link_backlog` once the layer has room, not by the timer: a backlog
+            # left due now had the node call `timer()` over and over while the layer was full
+            # (11,000 times for 4,000 bundles, a third of the sending node's CPU).
             self._stalled.add(neighbour)
+            self._backlog.pop(neighbour, None)
             return True
         busy = self._busy_until.get(neighbour, now)
         if busy > horizon:
