@@ -797,7 +797,7 @@ class Agent:
                 return False
             # Woken by `link_backlog` once the layer has room, not by the timer: a backlog
             # left due now had the node call `timer()` over and over while the layer was full
-            # (11,000 times for 4,000 bundles, a third of the sending node's CPU).
+            # (11,000 times for 4,000 bundles of 10 KiB: half the sending node's CPU).
             self._stalled.add(neighbour)
             self._backlog.pop(neighbour, None)
             return True
