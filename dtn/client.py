@@ -25,7 +25,7 @@ from dtn.api.service import ApiError
 __all__ = ["ApiError", "AsyncClient", "Client", "Event", "Received"]
 
 CHUNK = 1 << 20  # streamed sends: one send_chunk per MiB, so memory stays constant
-_RECV = 1 << 16
+_RECV = 1 << 18  # what asyncio's transport reads at once
 # A streamed send's reply comes once the node has stored every fragment of it; the timeout
 # grows by a second for each this many bytes, a slow disk's pace (4 MB/s).
 DURABLE_BYTES_PER_SECOND = 4_000_000
@@ -177,6 +177,33 @@ def _received(push: dict, client: Any) -> Received:
 def _event(push: dict) -> Event:
     return Event(push.get("bundle_id", ""), push.get("event", ""), push.get("at", 0.0),
                  push.get("detail", ""))
+
+
+def _mark_acked(done: asyncio.Future[None], received: Received) -> None:
+    if not done.cancelled() and done.exception() is None:
+        received.acked = True
+
+
+def _settle_acks(reply: asyncio.Future[dict], batch: list[tuple[int, asyncio.Future[None]]],
+                 timer: asyncio.TimerHandle | None) -> None:
+    """Each ack of one request gets its outcome: the node names the deliveries it did not know."""
+    if timer is not None:
+        timer.cancel()
+    try:
+        missing = set(_raise_for(reply.result()).get("not_found", ()))
+    except BaseException as exc:
+        outcomes = [exc] * len(batch)
+    else:
+        outcomes = [ApiError("not_found", f"no delivery {delivery} outstanding on this "
+                             "connection") if delivery in missing else None
+                    for delivery, _ in batch]
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if outcome is None:
+            future.set_result(None)
+        else:
+            future.set_exception(outcome)
 
 
 class _Session:
@@ -383,6 +410,7 @@ class AsyncClient:
         self._closed: BaseException | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._acks: list[tuple[int, asyncio.Future[None]]] = []  # for the next ack request
 
     @classmethod
     async def connect(
@@ -470,9 +498,10 @@ class AsyncClient:
         self._waiting[seq] = future
         assert self._writer is not None
         await self._writer.drain()  # backpressure: a streamed send waits for the socket
+        wait = None if self.timeout is None else self.timeout + patience
         try:
-            wait = None if self.timeout is None else self.timeout + patience
-            reply = await asyncio.wait_for(future, wait)
+            async with asyncio.timeout(wait):  # no task per request, unlike wait_for
+                reply = await future
         except TimeoutError:
             self._waiting.pop(seq, None)
             raise TimeoutError(f"no reply to {op} from the dtn node within {wait:.0f} s") from None
@@ -510,12 +539,44 @@ class AsyncClient:
     async def unregister(self, endpoint: str) -> None:
         await self._request("unregister", endpoint=endpoint)
 
-    async def ack(self, received: Received | int) -> None:
+    def ack(self, received: Received | int) -> asyncio.Future[None]:
+        """Acknowledge a delivery; await the result to know the node took it. The acks made
+        in one event-loop turn go out as one request, so acking each bundle as it comes costs
+        the node and this process one message per turn, not one per bundle."""
+        if self._closed is not None:
+            raise self._closed
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery = received
         if isinstance(received, Received):
-            await self._request("ack", delivery=received.delivery)
-            received.acked = True
-        else:
-            await self._request("ack", delivery=received)
+            future.add_done_callback(lambda done: _mark_acked(done, received))
+            delivery = received.delivery
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._send_acks)
+        self._acks.append((delivery, future))
+        return future
+
+    def _send_acks(self) -> None:
+        batch, self._acks = self._acks, []
+        try:
+            if len(batch) == 1:
+                seq = self._fire("ack", delivery=batch[0][0])
+            else:
+                seq = self._fire("ack", deliveries=[delivery for delivery, _ in batch])
+        except BaseException as exc:  # the connection is gone
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        reply: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = reply
+        timer = None if self.timeout is None else asyncio.get_running_loop().call_later(
+            self.timeout, self._ack_timeout, seq)
+        reply.add_done_callback(lambda done: _settle_acks(done, batch, timer))
+
+    def _ack_timeout(self, seq: int) -> None:
+        reply = self._waiting.pop(seq, None)
+        if reply is not None and not reply.done():
+            reply.set_exception(
+                TimeoutError(f"no reply to ack from the dtn node within {self.timeout:.0f} s"))
 
     async def status(self) -> dict:
         reply = await self._request("status")
@@ -528,18 +589,16 @@ class AsyncClient:
         await self._request("watch", bundle_id=bundle_id)
 
     async def _wait_push(self, queue: deque[Any], timeout: float | None) -> Any:
-        async def wait() -> Any:
-            while not queue:
-                if self._closed is not None:
-                    raise self._closed
-                self._pushed.clear()
-                await self._pushed.wait()
-            return queue.popleft()
-
         try:
-            return await asyncio.wait_for(wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while not queue:  # a queued push is returned without waiting
+                    if self._closed is not None:
+                        raise self._closed
+                    self._pushed.clear()
+                    await self._pushed.wait()
         except TimeoutError:
             return None
+        return queue.popleft()
 
     async def receive(self, timeout: float | None = None) -> Received | None:
         """The next delivery; None if none came within `timeout` seconds (None: wait)."""

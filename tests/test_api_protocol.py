@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dtn.api.protocol import (
+    MAX_ACKS,
     MAX_EID,
     MessageReader,
     ProtocolError,
@@ -121,6 +122,13 @@ def test_valid_requests() -> None:
          "bad_request", "priority"),
         ({"op": "ack", "seq": 1, "delivery": -1}, "bad_request", "negative"),
         ({"op": "ack", "seq": 1, "delivery": 1, "extra": 2}, "bad_request", "extra"),
+        ({"op": "ack", "seq": 1}, "bad_request", "exactly one"),
+        ({"op": "ack", "seq": 1, "delivery": 1, "deliveries": [2]}, "bad_request", "exactly one"),
+        ({"op": "ack", "seq": 1, "deliveries": [1, -2]}, "bad_request", "non-negative"),
+        ({"op": "ack", "seq": 1, "deliveries": [1, True]}, "bad_request", "non-negative"),
+        ({"op": "ack", "seq": 1, "deliveries": 3}, "bad_request", "list"),
+        ({"op": "ack", "seq": 1, "deliveries": list(range(MAX_ACKS + 1))}, "bad_request",
+         "longer"),
     ],
 )
 def test_invalid_requests(message: dict, reason: str, words: str) -> None:

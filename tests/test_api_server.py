@@ -243,6 +243,28 @@ def test_async_round_trip_and_events(node: Node) -> None:
     asyncio.run(main())
 
 
+def test_async_acks_of_one_turn_go_as_one_request(node: Node) -> None:
+    async def main() -> None:
+        async with dtn.AsyncClient(node.path, timeout=10) as app:
+            await app.register("ipn:2.1")
+            for i in range(5):
+                await app.send("ipn:2.1", bytes([i]), custody=False)
+            got = [await app.receive(timeout=10) for _ in range(5)]
+            assert all(r is not None for r in got)
+            before = (await app.status())["api"].get("requests_ack", 0)
+            stale = got[0].delivery + 1000  # no such delivery: only its ack fails
+            outcomes = await asyncio.gather(*(r.ack() for r in got), app.ack(stale),
+                                            return_exceptions=True)
+            assert outcomes[:5] == [None] * 5
+            assert isinstance(outcomes[5], ApiError) and outcomes[5].code == "not_found"
+            assert all(r.acked for r in got)
+            status = await app.status()
+            assert status["api"]["requests_ack"] - before == 1  # six acks, one request
+            assert status["stored"] == 0
+
+    asyncio.run(main())
+
+
 def test_unacked_delivery_comes_again_after_disconnect(node: Node) -> None:
     with dtn.Client(node.path, timeout=10) as app:
         app.register("ipn:2.1")

@@ -15,6 +15,7 @@ DEFAULT_MAX_MESSAGE = 16 << 20
 MAX_EID = 1024
 MAX_NAME = 4096
 MAX_BUNDLE_ID = 2048
+MAX_ACKS = 4096  # deliveries one ack request may name
 _HEADER = struct.Struct(">I")
 
 
@@ -52,19 +53,30 @@ class MessageReader:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[dict]:
-        self._buffer += data
+        # Whole frames are decoded from where they lie (`data` itself when nothing is held):
+        # each body is copied once, and only an incomplete frame's bytes are kept.
+        held = self._buffer
+        if held:
+            held += data
+        source = held if held else data
         out: list[dict] = []
-        while len(self._buffer) >= 4:
-            (length,) = _HEADER.unpack_from(self._buffer)
-            if length > self.max_message:
-                raise ProtocolError("too_large", f"message of {length} bytes > {self.max_message}")
-            if length == 0:
-                raise ProtocolError("bad_length", "empty message")
-            if len(self._buffer) < 4 + length:
-                break
-            body = bytes(self._buffer[4 : 4 + length])
-            del self._buffer[: 4 + length]
-            out.append(decode_body(body))
+        pos, end = 0, len(source)
+        with memoryview(source) as view:
+            while end - pos >= 4:
+                (length,) = _HEADER.unpack_from(view, pos)
+                if length > self.max_message:
+                    raise ProtocolError(
+                        "too_large", f"message of {length} bytes > {self.max_message}")
+                if length == 0:
+                    raise ProtocolError("bad_length", "empty message")
+                if end - pos < 4 + length:
+                    break
+                out.append(decode_body(bytes(view[pos + 4 : pos + 4 + length])))
+                pos += 4 + length
+            if source is not held:
+                held += view[pos:]
+        if source is held:
+            del held[:pos]
         return out
 
 
@@ -84,6 +96,7 @@ def decode_body(body: bytes) -> dict:
 # op -> {field: (types, required, max length or None)}
 _STR, _BYTES, _INT, _BOOL = (str,), (bytes,), (int,), (bool,)
 _NUM = (int, float)
+_INTS = (list,)  # of non-negative ints
 _SEND_OPTS = {
     "lifetime": (_NUM, False, None),
     "custody": (_BOOL, False, None),
@@ -105,11 +118,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool, int | None]]] = {
     "send_end": {"stream": (_INT, True, None)},
     "register": {"endpoint": (_STR, True, MAX_EID)},
     "unregister": {"endpoint": (_STR, True, MAX_EID)},
-    "ack": {"delivery": (_INT, True, None)},
+    "ack": {"delivery": (_INT, False, None), "deliveries": (_INTS, False, MAX_ACKS)},
     "status": {},
     "bundles": {"limit": (_INT, False, None)},
     "watch": {"bundle_id": (_STR, True, MAX_BUNDLE_ID)},
 }
+# op -> fields of which a request carries exactly one
+EXACTLY_ONE = {"ack": ("delivery", "deliveries")}
 
 
 def validate_request(message: dict) -> tuple[str, int]:
@@ -144,4 +159,9 @@ def validate_request(message: dict) -> tuple[str, int]:
             raise ProtocolError("bad_request", f"{op}.{name}: longer than {limit}")
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise ProtocolError("bad_request", f"{op}.{name}: negative")
+        if types is _INTS and not all(type(item) is int and item >= 0 for item in value):
+            raise ProtocolError("bad_request", f"{op}.{name}: expected non-negative ints")
+    one_of = EXACTLY_ONE.get(op)
+    if one_of is not None and sum(name in message for name in one_of) != 1:
+        raise ProtocolError("bad_request", f"{op}: exactly one of {' or '.join(one_of)}")
     return op, seq

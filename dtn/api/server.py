@@ -419,8 +419,7 @@ class ApiServer:
             service.unregister(m["endpoint"], conn)
             return {}
         if op == "ack":
-            service.ack(conn, m["delivery"])
-            return {}
+            return _ack(service, conn, m)
         if op == "status":
             status = dict(service.status())
             status["api"] = {"clients": self.clients, **self.counters}
@@ -477,3 +476,20 @@ def _send_request(m: dict, conn: _Connection) -> SendRequest:
 
 def _error(seq: int | None, code: str, message: str) -> dict:
     return {"re": seq, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _ack(service: Service, conn: _Connection, m: dict) -> dict:
+    """One delivery (an unknown one is a not_found error) or a list of them (the unknown ones
+    come back in `not_found`, the rest are acked)."""
+    if "delivery" in m:
+        service.ack(conn, m["delivery"])
+        return {}
+    missing = []
+    for delivery in m["deliveries"]:
+        try:
+            service.ack(conn, delivery)
+        except ApiError as exc:
+            if exc.code != "not_found":
+                raise
+            missing.append(delivery)
+    return {"not_found": missing} if missing else {}
