@@ -45,4 +45,5 @@ def test_a_200_mb_file_goes_as_fragments_and_arrives_identical(tmp_path):
     assert sent["agent"]["submitted"] >= (SIZE // 2) >> 20  # the random half: 1 MiB fragments
     assert received["agent"]["reassembled"] == 1
     payloads = tmp_path / "earth" / "earth.db.payloads"
-    assert not payloads.exists() or list(payloads.iterdir()) == []  # acked: nothing left
+    # acked: nothing left (an emptied segment file may stay, to be appended to)
+    assert not payloads.exists() or [p for p in payloads.iterdir() if p.stat().st_size] == []

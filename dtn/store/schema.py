@@ -3,10 +3,10 @@
 One table holds every bundle this node has accepted, from acceptance until its lifetime ends: the
 live ones, and, after delivery or a custody release, a tombstone that lets the agent recognise a
 retransmitted duplicate until the bundle would have expired anyway. A live bundle's encoded bytes
-are a row of their own table, `payloads`, under the same id: SQLite rewrites a whole row (blob
-and overflow pages included) on any UPDATE, so with the bytes in `bundles` every state change
-of a 28 KB fragment wrote 29 KB of WAL; now it writes the small row. Each index answers one
-question the agent asks:
+are never in `bundles`: SQLite rewrites a whole row (blob and overflow pages included) on any
+UPDATE, so with the bytes there every state change of a 28 KB fragment wrote 29 KB of WAL. A
+small bundle's bytes are in a segment file its `file` column names (dtn/store/segments.py), a
+larger one's in a file of its own. Each index answers one question the agent asks:
 
 - ``due``: what is queued for a neighbour, best priority then oldest first (partial: PENDING);
 - ``expiry``: what expires next (every row, tombstones included, so they are purged too);
@@ -14,15 +14,15 @@ question the agent asks:
 - ``deliverable`` / ``adu``: what waits for the application, and the fragments of one ADU.
 
 A large ADU (docs/store.md, Large payloads) keeps its payload in a file beside the database: its
-`payloads` row is then the bundle with an empty payload block, and `file` names the payload's
-file.
+`payloads` row is the bundle with an empty payload block, and `file` names the payload's file.
+(A store made before schema 4 also kept small bundles in `payloads`.)
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What each older schema needs to become the next, run in order from its version (after DDL,
 # which creates the tables an older schema lacks).
 MIGRATIONS = {
@@ -31,6 +31,7 @@ MIGRATIONS = {
         "INSERT INTO payloads (id, data) SELECT id, data FROM bundles WHERE data IS NOT NULL",
         "ALTER TABLE bundles DROP COLUMN data",
     ),
+    3: (),  # 4: `file` may name a segment of small bundles (dtn/store/segments.py)
 }
 
 
@@ -60,11 +61,11 @@ CREATE TABLE IF NOT EXISTS bundles (
     adu TEXT,                    -- for a fragment awaiting reassembly: its ADU's bundle ID
     frag_offset INTEGER,
     frag_length INTEGER,
-    file TEXT                    -- for a large ADU: its payload's file in the payload directory
+    file TEXT                    -- where the bytes are: a segment reference or a file name
 );
 CREATE TABLE IF NOT EXISTS payloads (
     id INTEGER PRIMARY KEY,      -- the bundle's id; no row for a tombstone
-    data BLOB NOT NULL           -- the encoded bundle
+    data BLOB NOT NULL           -- a large ADU's bundle without its payload
 );
 CREATE INDEX IF NOT EXISTS due ON bundles (next_hop, priority DESC, created)
     WHERE state = {State.PENDING};

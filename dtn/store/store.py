@@ -13,6 +13,9 @@ A file is written and fsynced, renamed to its row's ID and the directory fsynced
 is committed; it is deleted only after the commit that tombstones or purges its row. A crash in
 between leaves a file no live row names, removed when the store is next opened.
 
+A smaller bundle's bytes go to an append-only segment file there (dtn/store/segments.py),
+written before the commit of the row that names them.
+
 A bundle above `FILE_ABOVE` bytes is kept whole as a file there too, `<id>.bundle`, written
 before its row is committed (and, under synchronous=FULL, fsynced with the directory at that
 commit): SQLite would write it twice (WAL, then checkpoint) in 4 KiB pages and walk its page
@@ -29,7 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DuplicateBundle, StoreError, StoreFull
 from .schema import DDL, LIVE_STATES, MIGRATIONS, SCHEMA_VERSION, State
+from .segments import SEGMENT_BYTES, SegmentLog, segment_of
 
 _COLUMNS = (
     "id, key, state, next_hop, priority, created, expires, received, size, custodian, "
@@ -56,22 +61,6 @@ _BUNDLE_SUFFIX = ".bundle"
 _BUNDLE_FILE = re.compile(r"[0-9]+\.bundle")  # a whole bundle kept as a file
 FILE_ABOVE = 64 * 1024  # bytes; a larger bundle is kept as a file, not in SQLite
 _SPOOL_SUFFIX = ".part"  # a payload file being written, not yet any row's
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked; the message says why."""
-
-
-class StoreFull(StoreError):
-    """Accepting this bundle would exceed a quota. Nothing already stored is dropped."""
-
-    def __init__(self, message: str, limit: str) -> None:
-        super().__init__(message)
-        self.limit = limit  # "bytes" or "bundles"
-
-
-class DuplicateBundle(StoreError):
-    """A bundle with this ID is already stored (live or as a tombstone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +112,7 @@ class StoredBundle:
     file: Path | None  # a large ADU's payload (data is then the bundle without it)
 
     @classmethod
-    def from_row(cls, row: tuple, payload_dir: Path) -> StoredBundle:
+    def from_row(cls, row: tuple, payload_dir: Path, segments: SegmentLog) -> StoredBundle:
         """The record of a row; StoreError when a value is not what the schema declares (SQLite
         keeps whatever a damaged or hand-edited file holds)."""
         for name, value, kinds in zip(_COLUMN_NAMES, row, _COLUMN_TYPES, strict=True):
@@ -135,8 +124,12 @@ class StoredBundle:
             raise StoreError(f"bundle row {row[0]}: column state holds {row[2]}, not one of "
                              f"{', '.join(f'{s.value} ({s.name})' for s in State)}")
         name = row[12]
+        if state is State.DONE:  # a tombstone: no bytes (it may still name released ones)
+            return cls(row[0], row[1], state, *row[3:11], None, None)
         if name is None:
             return cls(row[0], row[1], state, *row[3:12], None)
+        if segment_of(name) is not None:
+            return cls(row[0], row[1], state, *row[3:11], segments.read(name, row[0]), None)
         if _BUNDLE_FILE.fullmatch(name):
             try:
                 data = (payload_dir / name).read_bytes()
@@ -152,7 +145,8 @@ class BundleStore:
     """Bundles on disk, with the queries a bundle protocol agent needs answered fast."""
 
     def __init__(
-        self, path: str | Path, *, quota: Quota | None = None, synchronous: str = "FULL"
+        self, path: str | Path, *, quota: Quota | None = None, synchronous: str = "FULL",
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
@@ -161,6 +155,8 @@ class BundleStore:
         self.quota = quota or Quota()
         self._doomed: list[Path] = []  # payload files to delete once the commit is done
         self._full = synchronous == "FULL"
+        self._segments = SegmentLog(self.payload_dir, full_sync=self._full,
+                                    segment_bytes=segment_bytes)
         self._unsynced_dir = False  # a bundle file was made since the last commit
         self._in_transaction = False
         try:
@@ -193,7 +189,7 @@ class BundleStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open bundle store {self.path}: {exc}") from exc
         self._next_id = max(top + 1, self._meta_count("next_id", 1))
-        self._remove_orphan_files()
+        self._segments.open(self._remove_orphan_files())
 
     def _live_totals(self) -> tuple[int, int]:
         """(live bundles, their bytes): saved at each commit; counted on a store without them."""
@@ -227,22 +223,29 @@ class BundleStore:
         """Make every write since the last commit durable (one fsync under synchronous=FULL)."""
         if not self._in_transaction:
             return
-        if self._unsynced_dir:  # the bundle files' names, before the rows that name them
-            _fsync_dir(self.payload_dir)
-            self._unsynced_dir = False
         try:
+            self._compact()
+            self._segments.flush()  # the bytes, before the rows that name them
+            if self._full and self._segments.new_file:
+                self._unsynced_dir = True
+                self._segments.new_file = False
+            if self._unsynced_dir:  # the bundle files' names, before the rows that name them
+                _fsync_dir(self.payload_dir)
+                self._unsynced_dir = False
             # Saved in the same transaction as the rows they count, so always consistent.
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 (("next_id", self._next_id), ("live_totals", f"{self._count} {self._bytes}")),
             )
             self._db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError, OSError) as exc:
             self._db.execute("ROLLBACK")
             self._doomed.clear()  # their rows are live again
+            self._segments.rolled_back()
             raise StoreError(f"commit to {self.path} failed, the group is lost: {exc}") from exc
         finally:
             self._in_transaction = False
+        self._doomed += self._segments.committed()
         doomed, self._doomed = self._doomed, []
         for file in doomed:
             file.unlink(missing_ok=True)
@@ -251,6 +254,7 @@ class BundleStore:
         """Commit what is pending and close. (Dropping the object without this is a crash.)"""
         self.commit()
         self._db.close()
+        self._segments.close()
 
     @property
     def in_transaction(self) -> bool:
@@ -290,10 +294,12 @@ class BundleStore:
         if enforce_quota:
             self._check_quota(len(bundles), size)
         first = self._next_id
+        segments = self._segments
+        mark = segments.mark()
         files = [
             self._adopt(b.file, first + i) if b.file is not None
             else self._bundle_file(b.data, first + i) if len(b.data) > FILE_ABOVE
-            else None
+            else segments.append(b.data)
             for i, b in enumerate(bundles)
         ]
         rows = [
@@ -315,10 +321,8 @@ class BundleStore:
             )
             for i, b in enumerate(bundles)
         ]
-        payloads = [
-            (first + i, b.data)
-            for i, b in enumerate(bundles)
-            if files[i] is None or not files[i].endswith(_BUNDLE_SUFFIX)
+        payloads = [  # a large ADU's bundle without its payload; all else is in a file
+            (first + i, b.data) for i, b in enumerate(bundles) if b.file is not None
         ]
         db = self._write()
         try:
@@ -337,8 +341,10 @@ class BundleStore:
                 finally:
                     db.execute("RELEASE add_many")
         except sqlite3.IntegrityError as exc:
-            for name in filter(None, files):  # no row names them: an orphan until unlinked
-                (self.payload_dir / name).unlink(missing_ok=True)
+            segments.undo(mark)
+            for name in files:  # no row names them: an orphan until unlinked
+                if segment_of(name) is None:
+                    (self.payload_dir / name).unlink(missing_ok=True)
             raise DuplicateBundle(f"a bundle in this batch is already stored: {exc}") from None
         self._next_id = first + len(bundles)
         self._count += len(bundles)
@@ -363,7 +369,7 @@ class BundleStore:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM {_FROM} WHERE id = ?", (bundle_id,)
         ).fetchone()
-        return None if row is None else StoredBundle.from_row(row, self.payload_dir)
+        return None if row is None else self._record(row)
 
     def due(self, next_hop: str, limit: int) -> list[StoredBundle]:
         """Bundles queued for a neighbour: highest priority first, then oldest."""
@@ -372,7 +378,7 @@ class BundleStore:
             "ORDER BY priority DESC, created LIMIT ?",
             (next_hop, limit),
         )
-        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
+        return [self._record(row) for row in rows]
 
     def unrouted(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Queued bundles that had no route, in ID order after `after_id`."""
@@ -381,7 +387,7 @@ class BundleStore:
             "AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
+        return [self._record(row) for row in rows]
 
     def deliverable(self, after_id: int, limit: int) -> list[StoredBundle]:
         """Bundles waiting for the application, in ID order after `after_id`."""
@@ -390,7 +396,7 @@ class BundleStore:
             "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
+        return [self._record(row) for row in rows]
 
     def fragment_spans(self, adu: str) -> list[tuple[int, int, int]]:
         """(id, offset, length) of the stored fragments of one ADU awaiting reassembly."""
@@ -404,7 +410,7 @@ class BundleStore:
         ids = list(ids)
         marks = ",".join("?" * len(ids))
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE id IN ({marks})", ids)
-        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
+        return [self._record(row) for row in rows]
 
     def next_expiry(self) -> float | None:
         return self._db.execute("SELECT MIN(expires) FROM bundles").fetchone()[0]
@@ -476,11 +482,21 @@ class BundleStore:
             )
             .fetchall()
         )
-        self._db.executemany("DELETE FROM payloads WHERE id = ?", [(row[2],) for row in rows])
-        with_file = [(row[2],) for row in rows if row[1] is not None]
-        if with_file:  # rare: large ADUs only
-            self._doom(row[1] for row in rows)
-            self._db.executemany("UPDATE bundles SET file = NULL WHERE id = ?", with_file)
+        release = self._segments.release
+        elsewhere = []  # bytes not in a segment: rare (large bundles and ADUs, older stores)
+        for row in rows:
+            if row[1] is not None and segment_of(row[1]) is not None:
+                release(row[1])  # the tombstone keeps the reference: nothing reads it
+            else:
+                elsewhere.append(row)
+        if elsewhere:
+            self._db.executemany("DELETE FROM payloads WHERE id = ?",
+                                 [(row[2],) for row in elsewhere])
+        with_file = [row for row in elsewhere if row[1] is not None]
+        if with_file:
+            self._doom(row[1] for row in with_file)
+            self._db.executemany("UPDATE bundles SET file = NULL WHERE id = ?",
+                                 [(row[2],) for row in with_file])
         self._count -= len(rows)
         self._bytes -= sum(row[0] for row in rows)
         return rows
@@ -520,9 +536,8 @@ class BundleStore:
         ids = [(row[0],) for row in rows]
         db.executemany("DELETE FROM bundles WHERE id = ?", ids)
         db.executemany("DELETE FROM payloads WHERE id = ?", ids)
-        payload_dir = self.payload_dir
-        live = [StoredBundle.from_row(row, payload_dir) for row in rows if row[2] != State.DONE]
-        self._doom(row[12] for row in rows)
+        live = [self._record(row) for row in rows if row[2] != State.DONE]
+        self._drop_files(row[12] for row in rows if row[2] != State.DONE)
         self._count -= len(live)
         self._bytes -= sum(b.size for b in live)
         return live
@@ -566,15 +581,48 @@ class BundleStore:
     def _doom(self, names: Iterable[str | None]) -> None:
         self._doomed.extend(self.payload_dir / name for name in names if name is not None)
 
-    def _remove_orphan_files(self) -> None:
-        """Delete payload files no live row names: spools and files a crash left behind."""
-        if not self.payload_dir.is_dir():
+    def _drop_files(self, names: Iterable[str | None]) -> None:
+        """The bytes of rows no longer live: a segment reference is released, a file doomed."""
+        for name in names:
+            if name is not None and segment_of(name) is not None:
+                self._segments.release(name)
+            elif name is not None:
+                self._doomed.append(self.payload_dir / name)
+
+    def _record(self, row: tuple) -> StoredBundle:
+        return StoredBundle.from_row(row, self.payload_dir, self._segments)
+
+    def _compact(self) -> None:
+        """Copy the live bundles of a mostly dead segment to the active one (at most one
+        segment a commit), so that a few long-lived bundles do not keep it on disk."""
+        number = self._segments.sparse()
+        if number is None:
             return
+        rows = self._db.execute(
+            f"SELECT id, file FROM bundles WHERE {_LIVE} AND file LIKE ?", (f"{number}.seg:%",)
+        ).fetchall()
+        try:
+            moved = [(self._segments.append(self._segments.read(ref, row_id)), row_id)
+                     for row_id, ref in rows]
+        except StoreError:
+            self._segments.stuck(number)  # its damaged bundle fails when read, not each commit
+            return
+        for _, ref in rows:
+            self._segments.release(ref)
+        self._write().executemany("UPDATE bundles SET file = ? WHERE id = ?", moved)
+
+    def _remove_orphan_files(self) -> list[str]:
+        """Delete payload files no live row names: spools and files a crash left behind. The
+        names the live rows hold."""
         rows = self._db.execute(f"SELECT file FROM bundles WHERE file IS NOT NULL AND {_LIVE}")
-        named = {row[0] for row in rows}
+        named = [row[0] for row in rows]
+        if not self.payload_dir.is_dir():
+            return named
+        keep = set(named) | {segment_of(name) for name in named}
         for entry in self.payload_dir.iterdir():
-            if entry.name not in named:
+            if entry.name not in keep:
                 entry.unlink(missing_ok=True)
+        return named
 
     # --- small persistent values ------------------------------------------------------------
 
@@ -617,7 +665,7 @@ class BundleStore:
         rows = self._db.execute(
             f"SELECT {columns} FROM bundles WHERE {_LIVE} ORDER BY id LIMIT ?", (limit,)
         )
-        return [StoredBundle.from_row(row, self.payload_dir) for row in rows]
+        return [self._record(row) for row in rows]
 
     @property
     def bundle_count(self) -> int:
