@@ -61,6 +61,7 @@ class SegmentLog:
         self._released: defaultdict[int, int] = defaultdict(int)  # dead after the commit
         self._dead = 0  # bytes of sealed segments no live row names, as of the last commit
         self._stuck: set[int] = set()  # segments whose compaction met unreadable bytes
+        self._sealed_changed = False  # a segment was sealed, or bytes of one released
         self.new_file = False  # a segment file was made since the store last synced its folder
 
     def open(self, live_refs: Iterable[str]) -> None:
@@ -78,7 +79,7 @@ class SegmentLog:
                     top = max(top, number)
                     self._sizes[number] = entry.stat().st_size
         top = max([top, *self._live])
-        self._released.update({number: 0 for number in self._sizes})  # looked at next commit
+        self._sealed_changed = bool(self._sizes)
         self._active = top + 1
         self._end = self._flushed = 0
 
@@ -112,11 +113,16 @@ class SegmentLog:
         del self._pending[count:]
         self._end = end
 
-    def release(self, ref: str) -> None:
-        """The row naming `ref` is no longer live, from the next commit on."""
+    def release(self, ref: str) -> bool:
+        """The row naming `ref` is no longer live, from the next commit on. Whether `ref` is a
+        segment reference (if not, the caller owns what it names)."""
         match = _REF.fullmatch(ref)
-        if match is not None:
-            self._released[int(match[1])] += int(match[3])
+        if match is None:
+            return False
+        number = int(match[1])
+        self._released[number] += int(match[3])
+        self._sealed_changed |= number in self._sizes
+        return True
 
     def flush(self) -> None:
         """Write the pending appends (and fsync them under synchronous=FULL); a segment that
@@ -149,7 +155,6 @@ class SegmentLog:
             self._live[number] += size
         for number, size in self._released.items():
             self._live[number] -= size
-        touched_sealed = any(n in self._sizes for n in self._released)
         self._added.clear()
         self._released.clear()
         if self._end and self._live.get(self._active, 0) <= 0:
@@ -157,8 +162,9 @@ class SegmentLog:
             # live row names it; a tombstone may, but never reads it.
             os.ftruncate(self._fds[self._active], 0)
             self._end = self._flushed = 0
-        if not touched_sealed:
+        if not self._sealed_changed:
             return []
+        self._sealed_changed = False
         dead = [n for n in self._sizes if self._live.get(n, 0) <= 0]
         for number in dead:
             del self._sizes[number]
@@ -180,7 +186,7 @@ class SegmentLog:
         """The active segment takes no more appends. Its size counts for compaction; it is
         deleted by the first commit that finds it wholly dead."""
         self._sizes[self._active] = self._end
-        self._released[self._active] += 0  # let the next commit look at it
+        self._sealed_changed = True
         self._active += 1
         self._end = self._flushed = 0
 

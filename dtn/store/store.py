@@ -482,13 +482,10 @@ class BundleStore:
             )
             .fetchall()
         )
+        # A segment reference is released (the tombstone keeps it: nothing reads it). The rest
+        # is rare: large bundles and ADUs, and small bundles of a store older than schema 4.
         release = self._segments.release
-        elsewhere = []  # bytes not in a segment: rare (large bundles and ADUs, older stores)
-        for row in rows:
-            if row[1] is not None and segment_of(row[1]) is not None:
-                release(row[1])  # the tombstone keeps the reference: nothing reads it
-            else:
-                elsewhere.append(row)
+        elsewhere = [row for row in rows if row[1] is None or not release(row[1])]
         if elsewhere:
             self._db.executemany("DELETE FROM payloads WHERE id = ?",
                                  [(row[2],) for row in elsewhere])
@@ -583,11 +580,7 @@ class BundleStore:
 
     def _drop_files(self, names: Iterable[str | None]) -> None:
         """The bytes of rows no longer live: a segment reference is released, a file doomed."""
-        for name in names:
-            if name is not None and segment_of(name) is not None:
-                self._segments.release(name)
-            elif name is not None:
-                self._doomed.append(self.payload_dir / name)
+        self._doom(name for name in names if name is not None and not self._segments.release(name))
 
     def _record(self, row: tuple) -> StoredBundle:
         return StoredBundle.from_row(row, self.payload_dir, self._segments)
