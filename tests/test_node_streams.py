@@ -4,6 +4,7 @@ survived."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -14,7 +15,7 @@ import pytest
 from node_helpers import receive_all
 from tls_helpers import make_ca_and_cert
 
-from dtn.client import Client
+from dtn.client import AsyncClient, Client
 from dtn.scenario.pair import stream_pair
 
 LAYERS = ["mtcp", "stcp", "tcpcl3", "tcpcl4", "tcpcl4+tls"]
@@ -85,6 +86,36 @@ def test_kill_9_of_the_receiver_loses_nothing_over_tcpcl3(tmp_path):
         got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", 200, 60)
     # Without custody, only TCPCL's acknowledgements stand between a kill and a loss.
     assert set(got) == set(sent)
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    line = next(line for line in open(f"/proc/{pid}/status") if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+async def _send_many(path: str, count: int, size: int) -> None:
+    async with AsyncClient(path) as client:
+        for start in range(0, count, 64):
+            await asyncio.gather(*(client.send("ipn:2.1", os.urandom(size))
+                                   for _ in range(min(64, count - start))))
+
+
+def test_a_reconnecting_link_reads_no_more_of_the_store_than_it_can_queue(tmp_path):
+    """120 MiB wait on Earth for Mars. When the session comes up, the agent reads as much as
+    the layer may queue (16 MiB), not every stored bundle at once: before, Earth's memory grew
+    by the whole backlog (and each megabyte cost its page faults)."""
+    net, earth, mars = stream_pair(tmp_path, "mtcp", custody=False, security=False)
+    count, size = 120, 1 << 20
+    with net:
+        net.node("earth", earth).wait_ready()
+        asyncio.run(_send_many(net.socket("earth", "earth.sock"), count, size))
+        pid = net.processes["earth"].popen.pid
+        before = _memory_kib(pid, "VmRSS")
+        net.node("mars", mars).wait_ready()
+        got = _receive(net.socket("mars", "mars.sock"), "ipn:2.1", count, 60)
+        grown_mib = (_memory_kib(pid, "VmHWM") - before) >> 10
+    assert len(got) == count
+    assert grown_mib < 80, f"Earth's memory grew by {grown_mib} MiB"
 
 
 def _listen_port(config) -> int:

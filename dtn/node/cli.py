@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from dtn.allocator import keep_freed_memory
 from dtn.api.server import ApiServer
 from dtn.config import ConfigError, load_node_config
 from dtn.metrics_http import serve_metrics
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()
     try:
         config = load_node_config(args.config, args.data_dir)
         log_table = config.file.log

@@ -182,6 +182,9 @@ class Node:
                 self._up.add(name)
                 if isinstance(link, LtpLink):
                     link.contact_up(now)  # its timers run again
+                # Before the first pump: an unpaced layer is held to `unpaced_queue` only once
+                # its backlog is known (else a reconnection read every stored bundle at once).
+                self.agent.link_backlog(name, (link or streams[name]).queued_bytes, now)
                 self.agent.contact_up(name, now)
                 log_event(self.log, "contact_up", f"link to {name} is up", neighbour=name)
             elif not up and name in self._up:

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dtn.allocator import keep_freed_memory
 from dtn.client import AsyncClient
 from dtn.scenario.pair import stream_pair
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--synchronous", default="NORMAL", choices=("NORMAL", "FULL"))
     parser.add_argument("--custody", action="store_true")
     args = parser.parse_args()
+    keep_freed_memory()  # the draining application's megabytes, as the nodes do
     print(f"store synchronous={args.synchronous}, custody {'on' if args.custody else 'off'}")
     for layer in args.layers.split(","):
         for count, size in ((args.small, 10 << 10), (args.large, 1 << 20)):
