@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from node_helpers import receive_all
@@ -89,7 +90,8 @@ def test_kill_9_of_the_receiver_loses_nothing_over_tcpcl3(tmp_path):
 
 
 def _memory_kib(pid: int, field: str) -> int:
-    line = next(line for line in open(f"/proc/{pid}/status") if line.startswith(field + ":"))
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    line = next(line for line in status if line.startswith(field + ":"))
     return int(line.split()[1])
 
 
