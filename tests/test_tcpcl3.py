@@ -18,7 +18,7 @@ from dtn.cla.session import (
     SessionClosed,
     SessionUp,
 )
-from dtn.cla.tcpcl3 import Tcpcl3Session, shutdown_message
+from dtn.cla.tcpcl3 import DATA_SEGMENT, Tcpcl3Session, shutdown_message
 
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "peers" / "tcpclv3_transcripts.json").read_text()
@@ -222,6 +222,25 @@ def test_pair_5mib_bundle_64k_segments(acks: bool) -> None:
     assert of(p.a.events(), BundleAcked) == [BundleAcked(tid)] and p.a.queued_bytes == 0
 
 
+def test_reassembly_keeps_views_of_bytes_only_and_coalesces_small_pieces() -> None:
+    """Large pieces of what was read are kept as views until the bundle ends, so a caller
+    that reuses its buffer (a bytearray) must get copies; a byte at a time is one item."""
+    big = bytes(range(256)) * 1024 + b"t" * 100  # in one segment (start and end)
+    s = passive()
+    s.receive_data(contact_header(flags=0), 0.0)
+    s.receive_data(bytes([DATA_SEGMENT << 4 | 0x3]) + encode_sdnv(len(big)), 0.0)
+    reused = bytearray(big[: 128 << 10])
+    s.receive_data(reused, 0.0)
+    reused[:] = bytes(len(reused))  # the caller's buffer, overwritten
+    s.receive_data(big[128 << 10 : 192 << 10], 0.0)  # bytes: kept as a view
+    s.receive_data(big[192 << 10 : 256 << 10], 0.0)
+    for byte in big[256 << 10 : -1]:
+        s.receive_data(bytes([byte]), 0.0)
+    assert len(s._rx) == 4  # the copy, two views, then the byte-at-a-time pieces together
+    s.receive_data(big[-1:], 0.0)
+    assert of(s.events(), BundleReceived) == [BundleReceived(big)]
+
+
 def test_acks_only_when_both_request() -> None:
     p = Pair(a_request_acks=True, b_request_acks=False)
     assert not p.a.acks and not p.b.acks
@@ -419,7 +438,7 @@ def test_buffering_is_bounded() -> None:
     s.receive_data(b"\x12\x83\x80\x80\x80", 0.0)  # start of a 768 MiB segment: header only
     assert len(s._buf) == 5
     s.receive_data(b"\x00" + b"z" * 1000, 0.0)
-    assert len(s._buf) == 0 and len(s._rx) == 1000 and not s.closed
+    assert len(s._buf) == 0 and s._rx_len == 1000 and not s.closed
 
 
 # --- fuzzing ---

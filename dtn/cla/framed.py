@@ -119,7 +119,8 @@ class _FramedSession(OutboxReader):
                 self._body = length
             if len(self._buffer) < self._body:
                 return
-            bundle = bytes(self._buffer[: self._body])
+            with memoryview(self._buffer) as buffer, buffer[: self._body] as body:
+                bundle = bytes(body)  # one copy (a bytearray slice would be a second)
             del self._buffer[: self._body]
             self._body = None
             self.counters["bundles_received"] += 1

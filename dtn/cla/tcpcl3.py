@@ -73,6 +73,7 @@ REFUSE_REASONS = {0: "unknown", 1: "already received", 2: "resources exhausted",
 REFUSE_RESOURCES = 0x2
 MAX_EID_LEN = 1024
 _HEADER_MAX = 8 + 10 + MAX_EID_LEN  # the longest contact header; any message header is shorter
+_VIEW_ABOVE = 64 << 10  # a received piece of a bundle this large is kept as a view, not copied
 
 # --- Session states and what moves them; an event not listed for a state is an error ---
 CONTACT_WAIT = "CONTACT_WAIT"  # our contact header is out, the peer's is not complete yet
@@ -170,7 +171,10 @@ class Tcpcl3Session(OutboxReader):
         self._state, self._rx_state = CONTACT_WAIT, RX_IDLE
         self._out = Outbox()
         self._buf = bytearray()  # an incomplete message header, never more than _HEADER_MAX
-        self._rx = bytearray()  # the bundle being reassembled
+        # The bundle being reassembled: the pieces received and their length, joined once at
+        # its end (a growing bytearray copied each megabyte several times, then once more).
+        self._rx: list[bytearray | memoryview] = []
+        self._rx_len = 0
         self._seg_left = 0  # payload bytes of the current segment still to come
         self._seg_end = False
         self._discard = False  # the current bundle was refused
@@ -319,7 +323,7 @@ class Tcpcl3Session(OutboxReader):
             if self._seg_left:  # payload: straight into the bundle, one slice per call
                 take = min(self._seg_left, n - pos)
                 if not self._discard:
-                    self._rx += data[pos : pos + take]
+                    self._keep(data[pos : pos + take])
                 pos += take
                 self._seg_left -= take
                 if not self._seg_left:
@@ -418,8 +422,8 @@ class Tcpcl3Session(OutboxReader):
                 "bad_segment_order", f"{kind} segment in {self._rx_state}", shutdown_message()
             )
         if start:
-            self._rx, self._discard = bytearray(), False
-        if not self._discard and len(self._rx) + length > self._max:
+            self._rx, self._rx_len, self._discard = [], 0, False
+        if not self._discard and self._rx_len + length > self._max:
             self._refuse()
             if nxt == RX_BUNDLE:
                 nxt = RECEIVE_TRANSITIONS[(RX_BUNDLE, "refuse")]
@@ -432,8 +436,20 @@ class Tcpcl3Session(OutboxReader):
         if not self.peer_flags & FLAG_REFUSAL:
             raise _Violation("bundle_too_large", "bundle too large", shutdown_message())
         self.counters["refused"] += 1
-        self._rx, self._discard = bytearray(), True
+        self._rx, self._rx_len, self._discard = [], 0, True
         self._out.data.append(REFUSE_BUNDLE << 4 | REFUSE_RESOURCES)
+
+    def _keep(self, piece: memoryview) -> None:
+        """A piece of the bundle being reassembled: a large one as a view of what was read
+        (bytes: they cannot change), small ones copied together (a peer sending a byte at a
+        time must not cost a list item each)."""
+        if len(piece) >= _VIEW_ABOVE and isinstance(piece.obj, bytes):
+            self._rx.append(piece)
+        elif self._rx and isinstance(self._rx[-1], bytearray):
+            self._rx[-1] += piece
+        else:
+            self._rx.append(bytearray(piece))
+        self._rx_len += len(piece)
 
     def _segment_done(self, now: float) -> None:
         self._last_bundle = now
@@ -441,11 +457,11 @@ class Tcpcl3Session(OutboxReader):
             return
         if self.acks:  # §5.3: cumulative, after every segment
             self._out.data.append(ACK_SEGMENT << 4)
-            self._out.data += encode_sdnv(len(self._rx))
+            self._out.data += encode_sdnv(self._rx_len)
             self._last_tx = now
         if self._seg_end:
-            self._out.pending.append(BundleReceived(bytes(self._rx)))
-            self._rx = bytearray()
+            self._out.pending.append(BundleReceived(b"".join(self._rx)))
+            self._rx, self._rx_len = [], 0
             self.counters["bundles_received"] += 1
             self._rx_guard.restart(now)
 
@@ -517,5 +533,5 @@ class Tcpcl3Session(OutboxReader):
         unacked = tuple(t for t, _ in self._inflight) + tuple(t for t, _ in self._pending)
         after = None if delay is None else float(delay)
         self._out.pending.append(SessionClosed(reason, unacked, after))
-        self._buf, self._rx = bytearray(), bytearray()
+        self._buf, self._rx, self._rx_len = bytearray(), [], 0
         self._seg_left = 0
